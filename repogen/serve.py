@@ -32,7 +32,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         self.directory = str(self._site.resolve())
         return super().translate_path(path)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         if not self._quiet:
             super().log_message(format, *args)
 

@@ -1,0 +1,390 @@
+"""Plan and run the builds: one hermetic container per missing (driver, kernel, kind).
+
+Shared inputs are resolved once however many jobs need them (each headers URL downloaded once,
+each kernel's headers unpacked once, each driver version fetched and prepared once), jobs run in a
+thread pool, and a failed job is recorded and never stops the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from repogen import container, images, recipes
+from repogen.errors import BuildError, FetchError, RepogenError
+from repogen.fetch import Download, DownloadCache
+from repogen.headers import HeadersCache, KernelTree
+from repogen.matrix import Selector
+from repogen.model import Config, Driver, Job, Kind
+from repogen.sources import SourceCache, SourceTree, tree_digest
+from repogen.store import BuildRecord, Store, build_key
+from repogen.verify import VerificationError, verify
+
+#: Bump when the way artifacts are built changes in a way the other inputs do not capture.
+BUILD_FORMAT = 1
+
+
+class Home:
+    """The state directory (``.repogen/`` or ``$REPOGEN_HOME``): database, store, caches, logs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.absolute()
+        self.store = Store(self.path)
+        self.downloads = DownloadCache(self.path / "cache" / "downloads", self.store)
+        self.headers = HeadersCache(self.path / "cache" / "kernels")
+        self.sources = SourceCache(self.path / "cache" / "sources", self.downloads)
+        self.prepared = self.path / "cache" / "prepared"
+        self.logs = self.path / "logs"
+        self.work = self.path / "work"
+        self.config_cache = self.path / "cache" / "config"
+
+
+# -- planning ------------------------------------------------------------------------------------
+
+STATES = ("built", "missing", "changed", "failed", "unknown")
+
+
+@dataclass
+class Planned:
+    job: Job
+    toolchain: str
+    image_id: str | None
+    key: str | None
+    state: str  # one of STATES
+    error: str | None = None
+
+
+def _inputs(job: Job, source_digest: str, header_digests: list[str], image_id: str) -> dict[str, Any]:
+    recipe = recipes.get(job.driver.recipe)
+    return {
+        "format": BUILD_FORMAT,
+        "name": job.driver.name,
+        "version": job.driver.version,
+        "kind": job.kind.value,
+        "recipe": job.driver.recipe,
+        "recipe_script": hashlib.sha256(recipe.script().encode()).hexdigest(),
+        "source": source_digest,
+        "headers": header_digests,
+        "image": image_id,
+        "kernel": list(job.kernel.ident),
+    }
+
+
+def _known_source_digest(home: Home, driver: Driver, cache: dict[tuple[str, str], str | None]) -> str | None:
+    key = (driver.source.location, driver.version)
+    if key not in cache:
+        source = driver.source
+        if source.path:
+            path = Path(source.path)
+            cache[key] = tree_digest(path) if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+        elif source.sha256:
+            cache[key] = source.sha256
+        else:
+            cache[key] = home.store.source_digest(source.location, driver.version)
+    return cache[key]
+
+
+def plan(home: Home, jobs: list[Job], image_ids: dict[str, str]) -> list[Planned]:
+    """What each job needs, from the database alone: no network, no Docker call per job."""
+    url_digests = home.store.url_digests()
+    ok = home.store.ok_keys()
+    states = home.store.job_states()
+    source_digests: dict[tuple[str, str], str | None] = {}
+    chains: dict[tuple[str, str | None], images.Toolchain] = {}
+    failed_keys = [s[0] for s in states.values() if s[1] == "failed"]
+    errors = {k: r.error for k, r in home.store.builds(failed_keys).items()} if failed_keys else {}
+    out: list[Planned] = []
+    for job in jobs:
+        kernel = job.kernel
+        chain_key = (kernel.kernelrelease, kernel.builder)
+        chain = chains.get(chain_key)
+        if chain is None:
+            chain = chains[chain_key] = images.choose(kernel)
+        image_id = image_ids.get(chain.tag)
+        source = _known_source_digest(home, job.driver, source_digests)
+        headers = [h.sha256 or url_digests.get(h.url) for h in kernel.headers]
+        key = None
+        if image_id and source and all(headers):
+            key = build_key(_inputs(job, source, headers, image_id))  # type: ignore[arg-type]
+        last = states.get(job.job_id)
+        if key and key in ok:
+            state = "built"
+        elif last and last[1] == "failed" and (key is None or last[0] == key):
+            state = "failed"
+        elif last and last[2]:
+            state = "changed"
+        elif key is None and last is None:
+            state = "missing"
+        else:
+            state = "missing"
+        out.append(Planned(job, chain.name, image_id, key, state,
+                           errors.get(last[0]) if last and state == "failed" else None))
+    return out
+
+
+# -- running -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    job: Job
+    status: str  # "built" | "up-to-date" | "failed"
+    seconds: float = 0.0
+    key: str | None = None
+    artifact_sha256: str | None = None
+    error: str | None = None
+    log: str | None = None
+
+
+@dataclass
+class Counters:
+    """What the pipeline did, for the summary and the benchmarks (counted, not timed)."""
+
+    header_downloads: int = 0
+    source_fetches: int = 0
+    prepares: int = 0
+    kernels_unpacked: int = 0
+    containers: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class Builder:
+    def __init__(self, home: Home, config: Config, client: docker.DockerClient, *,
+                 image_ids: dict[str, str], keep_work: bool = False) -> None:
+        self.home = home
+        self.config = config
+        self.client = client
+        self.image_ids = image_ids
+        self.keep_work = keep_work
+        self._prepare_locks: dict[str, threading.Lock] = {}
+        self._prepare_failures: dict[str, BuildError] = {}
+        self._source_failures: dict[tuple[str, str], RepogenError] = {}
+        self._guard = threading.Lock()
+        self.counters = Counters()
+
+    # shared, once-only steps --------------------------------------------------------------------
+    def _source(self, driver: Driver) -> SourceTree:
+        key = (driver.source.location, driver.version)
+        if key in self._source_failures:
+            raise self._source_failures[key]
+        try:
+            tree = self.home.sources.resolve(driver)
+        except (RepogenError, OSError) as exc:
+            error = exc if isinstance(exc, RepogenError) else FetchError(f"{driver.source.location}: {exc}")
+            self._source_failures[key] = error
+            raise error from None
+        if not driver.source.pinned:
+            self.home.store.record_source(driver.source.location, driver.version, tree.digest)
+        return tree
+
+    def _headers(self, job: Job) -> list[Download]:
+        return [self.home.downloads.get(h.url, h.sha256) for h in job.kernel.headers]
+
+    def _tree(self, job: Job, files: list[Download]) -> KernelTree:
+        try:
+            return self.home.headers.tree(job.kernel.target, files)
+        except FetchError as exc:
+            # A corrupt download must not poison the cache: forget the files so a rerun re-fetches.
+            for f in files:
+                if f.url in exc.message:
+                    self.home.downloads.forget(f.url, f.sha256)
+            raise
+
+    def _recipe_script(self, recipe: type[recipes.Recipe]) -> Path:
+        text = recipe.script()
+        path = self.home.path / "cache" / "recipes" / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.sh"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{threading.get_ident()}")
+            tmp.write_text(text)
+            os.chmod(tmp, 0o555)
+            os.replace(tmp, path)
+        return path
+
+    def _prepared(self, job: Job, source: SourceTree, image_tag: str, image_id: str) -> Path:
+        recipe = recipes.get(job.driver.recipe)
+        if not recipe.needs_prepare:
+            return source.root
+        key = build_key({"source": source.digest, "recipe": recipe.name, "name": job.driver.name,
+                         "version": job.driver.version, "image": image_id,
+                         "script": hashlib.sha256(recipe.script().encode()).hexdigest()})[:32]
+        with self._guard:
+            lock = self._prepare_locks.setdefault(key, threading.Lock())
+        with lock:
+            if key in self._prepare_failures:
+                raise self._prepare_failures[key]
+            final = self.home.prepared / key
+            if (final / ".complete").exists():
+                return final
+            staging = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=self._mkdir(self.home.prepared)))
+            os.chmod(staging, 0o777)
+            log = self.home.logs / "prepare" / f"{job.driver.name}-{job.driver.version}-{key[:12]}.log"
+            log.unlink(missing_ok=True)
+            result = container.run(
+                self.client, image_tag, ["bash", "/repogen/recipe.sh", "prepare"],
+                readonly=[(source.root / "src", "/src"), (self._recipe_script(recipe), "/repogen/recipe.sh")],
+                writable=[(staging, "/out")],
+                environment={"DRIVER_NAME": job.driver.name, "DRIVER_VERSION": job.driver.version},
+                workdir="/out", timeout=self.config.limits.timeout_seconds, memory=self.config.limits.memory,
+                pids=self.config.limits.pids, log_path=log)
+            with self._guard:
+                self.counters.containers += 1
+            if not result.ok:
+                shutil.rmtree(staging, ignore_errors=True)
+                error = BuildError(f"preparing {job.driver.name} {job.driver.version} "
+                                   f"{result.describe(self.config.limits.timeout_seconds, self.config.limits.memory)}",
+                                   hint=f"log: {log}")
+                self._prepare_failures[key] = error
+                raise error
+            (staging / ".complete").write_text("")
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(staging, final)
+            with self._guard:
+                self.counters.prepares += 1
+            return final
+
+    @staticmethod
+    def _mkdir(path: Path) -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # one job ------------------------------------------------------------------------------------
+    def run_job(self, planned: Planned, force: bool) -> Result:
+        job = planned.job
+        started = time.time()
+        chain = images.toolchains()[planned.toolchain]
+        image_id = self.image_ids.get(chain.tag)
+        key: str | None = None
+        log_path: Path | None = None
+        try:
+            if not image_id:
+                raise BuildError(f"builder image {chain.tag} is missing",
+                                 hint="run `repogen images build` (and `repogen images bootstrap` first "
+                                      "on a host with no registry)")
+            source = self._source(job.driver)
+            files = self._headers(job)
+            key = build_key(_inputs(job, source.digest, [f.sha256 for f in files], image_id))
+            if not force and key in self.home.store.ok_keys():
+                return Result(job, "up-to-date", key=key)
+            log_path = self._log_path(job, key)
+            tree = self._tree(job, files)
+            prepared = self._prepared(job, source, chain.tag, image_id)
+            scratch, artifact, info = self._compile(job, key, tree, prepared, chain.tag, log_path)
+            digest, size = self.home.store.put_object(artifact)
+            if not self.keep_work:
+                shutil.rmtree(scratch, ignore_errors=True)
+            self._record(job, key, "ok", started, image_id, chain.name, log_path, digest=digest, size=size,
+                         vermagic=info.vermagic, tree=tree)
+            return Result(job, "built", time.time() - started, key, digest, log=str(log_path))
+        except (RepogenError, VerificationError, OSError, docker.errors.DockerException) as exc:
+            message = str(exc) if not isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+            failed_key = key or build_key({"job": job.job_id, "unresolved": message})
+            self._record(job, failed_key, "failed", started, image_id, chain.name, log_path, error=message)
+            return Result(job, "failed", time.time() - started, failed_key, error=message,
+                          log=str(log_path) if log_path else None)
+
+    def _log_path(self, job: Job, key: str) -> Path:
+        k = job.kernel
+        name = f"{k.target}_{k.kernelrelease}_{k.kernelversion}_{k.architecture}.{job.kind.value}.{key[:12]}.log"
+        path = self.home.logs / job.driver.name / job.driver.version / name
+        path.unlink(missing_ok=True)
+        return path
+
+    def _compile(self, job: Job, key: str, tree: KernelTree, prepared: Path, image_tag: str,
+                 log_path: Path) -> tuple[Path, Path, Any]:
+        recipe = recipes.get(job.driver.recipe)
+        scratch = Path(tempfile.mkdtemp(prefix=f"{key[:12]}.", dir=self._mkdir(self.home.work)))
+        work = scratch / "work"
+        shutil.copytree(prepared / recipe.kbuild_dirs[job.kind], work, symlinks=True)
+        if os.getuid() == 0:  # the container runs as uid 1000: let it write the copy
+            for dirpath, dirnames, filenames in os.walk(work):
+                os.chmod(dirpath, 0o777)
+                for name in filenames:
+                    os.chmod(os.path.join(dirpath, name), 0o666)
+        limits = self.config.limits
+        readonly = [*tree.mounts(), (self._recipe_script(recipe), "/repogen/recipe.sh")]
+        result = container.run(
+            self.client, image_tag, ["bash", "/repogen/recipe.sh", job.kind.value],
+            readonly=readonly, writable=[(work, "/work")],
+            environment={"KERNELDIR": tree.container_kernel_dir, "DRIVER_NAME": job.driver.name,
+                         "DRIVER_VERSION": job.driver.version},
+            workdir="/work", timeout=limits.timeout_seconds, memory=limits.memory, pids=limits.pids,
+            log_path=log_path)
+        with self._guard:
+            self.counters.containers += 1
+        if not result.ok:
+            if not self.keep_work:
+                shutil.rmtree(scratch, ignore_errors=True)
+            raise BuildError(result.describe(limits.timeout_seconds, limits.memory), hint=f"log: {log_path}")
+        artifact = work / recipe.output(job.driver, job.kind)
+        try:
+            info = verify(artifact, job.kind, name=job.driver.name, kernel_release=tree.release,
+                          architecture=job.kernel.architecture)
+        except VerificationError as exc:
+            with log_path.open("a") as log:
+                log.write(f"# verification failed: {exc}\n")
+            if not self.keep_work:
+                shutil.rmtree(scratch, ignore_errors=True)
+            raise BuildError(f"verification failed: {exc}", hint=f"log: {log_path}") from None
+        with log_path.open("a") as log:
+            log.write(f"# verified {artifact.name}: " + (f"vermagic {info.vermagic!r}, name {job.driver.name!r}"
+                                                          if job.kind is Kind.kmod else "ELF for machine BPF")
+                      + "\n")
+        return scratch, artifact, info
+
+    def _record(self, job: Job, key: str, status: str, started: float, image_id: str | None, toolchain: str,
+                log_path: Path | None, *, digest: str | None = None, size: int | None = None,
+                vermagic: str | None = None, tree: KernelTree | None = None, error: str | None = None) -> None:
+        finished = time.time()
+        config_sha = None
+        if job.kernel.kernelconfigdata:
+            import base64
+
+            config_sha = hashlib.sha256(base64.b64decode(job.kernel.kernelconfigdata)).hexdigest()
+        elif tree is not None:
+            config_sha = tree.config_sha256
+        self.home.store.record_build(BuildRecord(
+            build_key=key, job_id=job.job_id, status=status, artifact_sha256=digest, size=size,
+            image_id=image_id, toolchain=toolchain, vermagic=vermagic,
+            kernel_release=tree.release if tree else None, kernel_config_sha256=config_sha,
+            inputs="", started_at=started, finished_at=finished, seconds=finished - started,
+            log_path=str(log_path) if log_path else None, error=error))
+
+    # the whole run ------------------------------------------------------------------------------
+    def run(self, planned: list[Planned], *, jobs: int, rebuild: list[Selector],
+            on_done: Callable[[Result], None] | None = None) -> list[Result]:
+        forced = {p.job.job_id for p in planned if any(s.matches(p.job) for s in rebuild)}
+        states = self.home.store.job_states()
+        for job_id in forced:  # a suspect artifact is not published again unless the rebuild succeeds
+            good = states.get(job_id, (None, None, None))[2]
+            if good:
+                self.home.store.forget_build(good)
+        todo = [p for p in planned
+                if p.state != "built" or p.job.job_id in forced or not p.job.driver.source.pinned]
+        results: list[Result] = [Result(p.job, "up-to-date", key=p.key) for p in planned if p not in todo]
+        before = (self.home.downloads.downloads, self.home.headers.unpacked)
+        # Kernel-major order keeps one kernel's jobs together, so its headers are unpacked once early.
+        with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="build") as pool:
+            futures = [pool.submit(self.run_job, p, p.job.job_id in forced) for p in todo]
+            for future in as_completed(futures):
+                result = future.result()
+                results.append(result)
+                if on_done:
+                    on_done(result)
+        self.counters.header_downloads = self.home.downloads.downloads - before[0]
+        self.counters.kernels_unpacked = self.home.headers.unpacked - before[1]
+        self.counters.source_fetches = self.home.sources.fetches
+        order = {p.job.job_id: i for i, p in enumerate(planned)}
+        results.sort(key=lambda r: order[r.job.job_id])
+        return results

@@ -1,0 +1,416 @@
+"""The ``repogen`` command line: validate, plan, build, publish, serve, images."""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from repogen import config as config_mod
+from repogen.errors import ConfigErrors, RepogenError
+from repogen.model import Config
+
+# Wide when not on a terminal, so logs and pipes get whole lines, not ellipses.
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+
+HOME_ENV = "REPOGEN_HOME"
+
+
+class Ctx:
+    def __init__(self, config_path: Path, home: Path) -> None:
+        self.config_path = config_path
+        self.home_path = home
+        self._home: Any = None
+
+    @property
+    def home(self) -> Any:
+        if self._home is None:
+            from repogen.build import Home
+
+            self._home = Home(self.home_path)
+        return self._home
+
+    def config(self) -> Config:
+        return config_mod.load(self.config_path, self.home.config_cache)
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-c", "--config", "config_path", type=click.Path(path_type=Path), default="kernels.yaml",
+              show_default=True, help="The matrix file (it may include kernels.d/*.yaml).")
+@click.option("--home", type=click.Path(path_type=Path), envvar=HOME_ENV, default=".repogen", show_default=True,
+              help=f"State directory: database, artifact store, caches, logs (env {HOME_ENV}).")
+@click.version_option(package_name="repogen")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path, home: Path) -> None:
+    """Build Falco's kernel module and eBPF probe for every kernel in kernels.yaml, and publish them
+    (with APT and RPM repositories) as a static tree that clients just GET."""
+    ctx.obj = Ctx(config_path, home)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+@pass_ctx
+def validate(ctx: Ctx, as_json: bool) -> None:
+    """Check kernels.yaml; on error print file:line: field: message and exit 2."""
+    try:
+        config = config_mod.parse(ctx.config_path)
+    except ConfigErrors as exc:
+        if as_json:
+            out.print_json(data={"ok": False, "errors": [
+                {"file": e.file, "line": e.line, "field": e.field, "message": e.message} for e in exc.errors]})
+            sys.exit(2)
+        raise
+    summary = {"ok": True, "files": list(config.files), "drivers": len(config.drivers),
+               "kernels": len(config.kernels),
+               "jobs": sum(len(d.kinds) for d in config.drivers) * len(config.kernels)}
+    if as_json:
+        out.print_json(data=summary)
+    else:
+        out.print(f"{ctx.config_path}: ok: {summary['drivers']} driver versions x {summary['kernels']} kernels "
+                  f"= {summary['jobs']} builds ({len(config.files)} files)")
+
+
+def _image_ids(required: bool) -> tuple[Any, dict[str, str]]:
+    from repogen import container, images
+
+    try:
+        client = container.connect()
+    except RepogenError:
+        if required:
+            raise
+        return None, {}
+    return client, images.resolve_ids(client)
+
+
+def _select(config: Config, only: tuple[str, ...], shard: str | None) -> list[Any]:
+    from repogen.matrix import expand, parse_shard
+
+    return expand(config, only, parse_shard(shard) if shard else None)
+
+
+_selector_options = [
+    click.option("--only", multiple=True, metavar="SELECTOR",
+                 help="Only jobs matching FIELD=GLOB[,FIELD=GLOB...] (fields: name, driverversion, target, "
+                      "kernelrelease, kernelversion, arch, kind); repeatable."),
+    click.option("--shard", metavar="I/N", help="Only shard I of N (split by kernel, stable)."),
+]
+
+
+def selector_options(fn: Any) -> Any:
+    for option in reversed(_selector_options):
+        fn = option(fn)
+    return fn
+
+
+@cli.command()
+@selector_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per job.")
+@click.option("--all", "show_all", is_flag=True, help="List built jobs too, not only the work to do.")
+@pass_ctx
+def plan(ctx: Ctx, only: tuple[str, ...], shard: str | None, as_json: bool, show_all: bool) -> None:
+    """What would be built, what is already built, what failed last time."""
+    from repogen.build import plan as make_plan
+
+    config = ctx.config()
+    jobs = _select(config, only, shard)
+    _, ids = _image_ids(required=False)
+    planned = make_plan(ctx.home, jobs, ids)
+    counts = Counter(p.state for p in planned)
+    if as_json:
+        rows = [{**p.job.fields, "state": p.state, "toolchain": p.toolchain, "build_key": p.key,
+                 "error": p.error} for p in planned if show_all or p.state != "built"]
+        out.print_json(data={"counts": dict(counts), "total": len(planned), "jobs": rows})
+        return
+    todo = [p for p in planned if show_all or p.state != "built"]
+    if todo:
+        table = Table("state", "driver", "version", "kind", "target", "kernelrelease", "kernelversion", "arch",
+                      "toolchain", box=None)
+        for p in todo[:200]:
+            f = p.job.fields
+            table.add_row(p.state, f["name"], f["driverversion"], f["kind"], f["target"], f["kernelrelease"],
+                          f["kernelversion"], f["arch"], p.toolchain)
+        out.print(table)
+        if len(todo) > 200:
+            out.print(f"... and {len(todo) - 200} more (use --json for all)")
+    if not ids:
+        err.print("[yellow]note:[/] no builder image found (or Docker is not running): "
+                  "build keys cannot be computed yet")
+    out.print(", ".join(f"{counts.get(s, 0)} {s}" for s in ("built", "missing", "changed", "failed"))
+              + f" of {len(planned)} jobs")
+
+
+@cli.command()
+@selector_options
+@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=os.cpu_count() or 1, show_default=True,
+              help="Builds in parallel.")
+@click.option("--rebuild", multiple=True, metavar="SELECTOR",
+              help="Force a rebuild of the matching jobs (a corrupted or suspect artifact).")
+@click.option("--keep-work", is_flag=True, help="Keep each build's work directory (debugging).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+@pass_ctx
+def build(ctx: Ctx, only: tuple[str, ...], shard: str | None, jobs: int, rebuild: tuple[str, ...],
+          keep_work: bool, as_json: bool) -> None:
+    """Build every missing (driver, kernel, kind) in its own hermetic container and verify it."""
+    from repogen.build import Builder, Result
+    from repogen.build import plan as make_plan
+    from repogen.matrix import Selector
+
+    config = ctx.config()
+    selected = _select(config, only, shard)
+    rebuild_selectors = [Selector(s) for s in rebuild]
+    client, ids = _image_ids(required=True)
+    planned = make_plan(ctx.home, selected, ids)
+    builder = Builder(ctx.home, config, client, image_ids=ids, keep_work=keep_work)
+    todo = sum(1 for p in planned if p.state != "built" or not p.job.driver.source.pinned
+               or any(s.matches(p.job) for s in rebuild_selectors))
+    if todo == 0:
+        message = f"nothing to build: all {len(planned)} artifacts are up to date"
+        if as_json:
+            out.print_json(data={"built": 0, "failed": 0, "up_to_date": len(planned), "results": []})
+        else:
+            out.print(message)
+        return
+    progress = Progress(TextColumn("[bold]building"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.description}"), console=err, transient=False)
+
+    def done(result: Result) -> None:
+        progress.advance(task)
+        progress.update(task, description=f"{result.job.label}: {result.status}")
+        if result.status == "failed":
+            progress.console.print(f"[red]FAILED[/] {result.job.label}: {result.error}")
+        elif result.status == "built":
+            progress.console.print(f"[green]built[/]  {result.job.label} ({result.seconds:.1f}s)")
+
+    with progress:
+        task = progress.add_task("", total=todo)
+        results = builder.run(planned, jobs=jobs, rebuild=rebuild_selectors, on_done=done)
+    counts = Counter(r.status for r in results)
+    c = builder.counters
+    if as_json:
+        out.print_json(data={
+            "built": counts["built"], "failed": counts["failed"], "up_to_date": counts["up-to-date"],
+            "counters": {"header_downloads": c.header_downloads, "source_fetches": c.source_fetches,
+                         "prepares": c.prepares, "kernels_unpacked": c.kernels_unpacked, "containers": c.containers},
+            "results": [{**r.job.fields, "status": r.status, "seconds": round(r.seconds, 2), "build_key": r.key,
+                         "sha256": r.artifact_sha256, "error": r.error, "log": r.log} for r in results]})
+    else:
+        table = Table("status", "driver", "version", "kind", "kernel", "seconds", "detail", box=None)
+        for r in results:
+            if r.status == "up-to-date" and len(results) > 50:
+                continue
+            colour = {"built": "green", "failed": "red"}.get(r.status, "dim")
+            table.add_row(f"[{colour}]{r.status}[/]", r.job.driver.name, r.job.driver.version, r.job.kind.value,
+                          r.job.kernel.label, f"{r.seconds:.1f}", r.error or r.log or "")
+        err.print(table)
+        out.print(f"{counts['built']} built, {counts['failed']} failed, {counts['up-to-date']} up to date "
+                  f"(headers downloaded: {c.header_downloads}, sources prepared: {c.prepares}, "
+                  f"kernels unpacked: {c.kernels_unpacked})")
+    if counts["failed"]:
+        sys.exit(1)
+
+
+def _packages(patterns: list[str]) -> list[Path]:
+    found: list[Path] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) if any(ch in pattern for ch in "*?[") else [pattern]
+        for match in matches:
+            path = Path(match)
+            if path.is_dir():
+                found.extend(sorted(p for p in path.iterdir() if p.suffix in (".deb", ".rpm")))
+            elif path.exists():
+                found.append(path)
+            else:
+                raise RepogenError(f"no such package file: {match}")
+    return found
+
+
+@cli.command()
+@click.option("--site", type=click.Path(path_type=Path), default="site", show_default=True,
+              help="Where the static tree is published (a symlink to the live generation).")
+@click.option("--deb", "debs", multiple=True, metavar="GLOB", help="Extra .deb files or directories.")
+@click.option("--rpm", "rpms", multiple=True, metavar="GLOB", help="Extra .rpm files or directories.")
+@click.option("--sign-key", metavar="ID", help="GnuPG key id or fingerprint to sign with.")
+@click.option("--sign-key-file", type=click.Path(path_type=Path), help="An exported secret key to sign with.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_ctx
+def publish(ctx: Ctx, site: Path, debs: tuple[str, ...], rpms: tuple[str, ...], sign_key: str | None,
+            sign_key_file: Path | None, as_json: bool) -> None:
+    """Write the static tree (drivers, index.json, SHA256SUMS, APT and RPM repositories), atomically."""
+    from repogen.publish import publish as do_publish
+
+    config = ctx.config()
+    packages = config.packages
+    deb_files = _packages([*packages.deb, *debs])
+    rpm_files = _packages([*packages.rpm, *rpms])
+    signer = _signer(ctx, config, sign_key, sign_key_file)
+    options = None
+    if deb_files or rpm_files:
+        from repogen.repos import RepoOptions
+
+        options = RepoOptions(suite=packages.suite, component=packages.component, origin=packages.origin,
+                              label=packages.label, valid_until_days=packages.valid_until_days,
+                              keep_versions=packages.keep_versions, grace_seconds=packages.grace_seconds,
+                              rpm_compression=packages.rpm_compression)
+        if packages.base_url and hasattr(options, "base_url"):
+            options.base_url = packages.base_url
+    if signer is None:
+        err.print("[yellow]note:[/] no signing key configured: SHA256SUMS and the repositories are unsigned "
+                  "(apt needs \\[trusted=yes], dnf gpgcheck=0 to accept them)")
+    with err.status("publishing"):
+        report = do_publish(ctx.home, config, site, signer=signer, debs=deb_files, rpms=rpm_files,
+                            repo_options=options)
+    result = {"site": str(site), "generation": str(report.generation), "artifacts": report.artifacts,
+              "missing": len(report.missing), "signed": report.signed,
+              "debs": len(deb_files), "rpms": len(rpm_files)}
+    if as_json:
+        out.print_json(data=result)
+    else:
+        out.print(f"published {report.artifacts} artifacts to {site} -> {report.generation.name}"
+                  + (f" ({len(report.missing)} jobs not built yet)" if report.missing else "")
+                  + (f", {len(deb_files)} .deb, {len(rpm_files)} .rpm" if deb_files or rpm_files else "")
+                  + (", signed" if report.signed else ", unsigned"))
+
+
+def _signer(ctx: Ctx, config: Config, key: str | None, key_file: Path | None) -> Any:
+    signing = config.signing
+    key = key or signing.key
+    key_file_str = str(key_file) if key_file else signing.key_file
+    if not key and not key_file_str:
+        return None
+    from repogen.signing import Signer
+
+    return Signer(key=key, key_file=Path(key_file_str) if key_file_str else None,
+                  homedir=Path(signing.homedir) if signing.homedir else None,
+                  passphrase_env=signing.passphrase_env, cache_dir=ctx.home.path / "cache" / "gnupg")
+
+
+@cli.command()
+@click.option("--site", type=click.Path(path_type=Path), default="site", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8093, show_default=True)
+def serve(site: Path, host: str, port: int) -> None:
+    """Serve the published tree over HTTP (what a CDN or S3 website endpoint would do)."""
+    from repogen.serve import make_server
+
+    if not site.exists():
+        raise RepogenError(f"{site} does not exist", hint="run `repogen publish` first")
+    server = make_server(site, host, port, quiet=False)
+    err.print(f"serving {site} on http://{host}:{server.server_address[1]}/ (Ctrl-C to stop)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@cli.group()
+def images() -> None:
+    """Builder images: one per toolchain (gcc for modules, clang/llvm for probes)."""
+
+
+@images.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def images_list(as_json: bool) -> None:
+    """The toolchains, the kernels each serves, and whether its image is built."""
+    from repogen import images as images_mod
+
+    _, ids = _image_ids(required=False)
+    rows = [{"toolchain": t.name, "image": t.tag, "suite": t.suite, "gcc": t.gcc, "clang": t.clang,
+             "kernels": t.kernels, "id": ids.get(t.tag)} for t in images_mod.toolchains().values()]
+    if as_json:
+        out.print_json(data=rows)
+        return
+    table = Table("toolchain", "image", "gcc", "clang", "kernels", "id", box=None)
+    for r in rows:
+        table.add_row(r["toolchain"], r["image"], r["gcc"], r["clang"], r["kernels"],
+                      (r["id"] or "[yellow]not built[/]")[:19])
+    out.print(table)
+
+
+@images.command("build")
+@click.argument("toolchains", nargs=-1)
+@click.option("--all", "build_all", is_flag=True, help="Every toolchain, not only those the matrix needs.")
+@click.option("--force", is_flag=True, help="Rebuild images that exist.")
+@pass_ctx
+def images_build(ctx: Ctx, toolchains: tuple[str, ...], build_all: bool, force: bool) -> None:
+    """Build the builder images the matrix needs (or the named TOOLCHAINS)."""
+    from repogen import container
+    from repogen import images as images_mod
+
+    chains = images_mod.toolchains()
+    unknown = [t for t in toolchains if t not in chains]
+    if unknown:
+        raise RepogenError(f"unknown toolchain(s) {', '.join(unknown)} (known: {', '.join(chains)})")
+    if toolchains:
+        wanted = list(toolchains)
+    elif build_all:
+        wanted = list(chains)
+    else:
+        wanted = sorted({images_mod.choose(k).name for k in ctx.config().kernels})
+    client = container.connect()
+    for name in wanted:
+        chain = chains[name]
+        existing = images_mod.image_id(client, chain.tag)
+        if existing and not force:
+            out.print(f"{chain.tag}: present ({existing[:19]})")
+            continue
+        with err.status(f"building {chain.tag}"):
+            image = images_mod.build(client, chain, ctx.home.logs / "images" / f"{name}.log")
+        out.print(f"{chain.tag}: built ({image[:19]})")
+
+
+@images.command("bootstrap")
+@click.option("--suite", default="bookworm", show_default=True, help="Debian suite of the base image.")
+@click.option("--mirror", help="Debian mirror URL (default: the one in this machine's apt sources).")
+@click.option("--force", is_flag=True, help="Bootstrap again even if the base image exists.")
+@pass_ctx
+def images_bootstrap(ctx: Ctx, suite: str, mirror: str | None, force: bool) -> None:
+    """Make the Debian base image with debootstrap + docker import (no registry needed)."""
+    from repogen import container
+    from repogen import images as images_mod
+
+    client = container.connect()
+    tag = f"{images_mod.BASE_REPOSITORY}:{suite}"
+    existing = images_mod.image_id(client, tag)
+    if existing and not force:
+        out.print(f"{tag}: present ({existing[:19]})")
+        return
+    with err.status(f"debootstrap {suite}"):
+        image = images_mod.bootstrap(client, suite, mirror, ctx.home.logs / "images" / f"bootstrap-{suite}.log")
+    out.print(f"{tag}: imported ({image[:19]})")
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except ConfigErrors as exc:
+        for e in exc.errors:
+            err.print(f"[red]error:[/] {e.message}", markup=True, highlight=False)
+        err.print(f"{len(exc.errors)} error(s)")
+        sys.exit(exc.exit_code)
+    except RepogenError as exc:
+        err.print(f"[red]error:[/] {exc.message}")
+        if exc.hint:
+            err.print(f"  hint: {exc.hint}")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

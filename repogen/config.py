@@ -1,0 +1,526 @@
+"""Read and validate ``kernels.yaml`` (plus the files it includes) into a :class:`Config`.
+
+Every error names the file, the line and the field, and all errors are reported in one go so a
+maintainer fixes a pull request in one round. Parsing keeps line numbers from PyYAML's composed
+node tree (libyaml when available); the validated result is cached by the content of every file
+read, so a no-op ``repogen plan`` over a matrix of thousands of kernels does not re-parse YAML.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import pickle
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from repogen import __version__, distro
+from repogen.errors import ConfigError, ConfigErrors
+from repogen.model import (
+    BuildLimits,
+    Config,
+    Driver,
+    Header,
+    Kernel,
+    Kind,
+    PackagesConfig,
+    SigningConfig,
+    Source,
+)
+
+try:
+    _Loader: Any = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - libyaml missing
+    _Loader = yaml.SafeLoader
+
+#: A value that becomes a path component: no '/', no '..', no whitespace, NUL or control characters.
+_PATH_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]*")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+ARCHITECTURES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64",
+                 "s390x": "s390x", "ppc64le": "ppc64le", "riscv64": "riscv64"}
+_MAX_ERRORS = 50
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Node:
+    """A composed YAML node with the file it came from, for located error messages."""
+
+    node: yaml.Node
+    file: str
+
+    @property
+    def line(self) -> int:
+        return self.node.start_mark.line + 1
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.errors: list[ConfigError] = []
+
+    def add(self, at: _Node | tuple[str, int], field: str, message: str) -> None:
+        file, line = (at.file, at.line) if isinstance(at, _Node) else at
+        if len(self.errors) < _MAX_ERRORS:
+            self.errors.append(ConfigError(file, line, field, message))
+
+
+def _mapping(n: _Node, field: str, errs: _Collector) -> dict[str, _Node] | None:
+    """A mapping's items by key, refusing duplicate keys (which YAML loaders silently drop)."""
+    if not isinstance(n.node, yaml.MappingNode):
+        errs.add(n, field, f"expected a mapping, found {_kind(n.node)}")
+        return None
+    out: dict[str, _Node] = {}
+    for key_node, value_node in n.node.value:
+        key = str(key_node.value)
+        if key in out:
+            errs.add(_Node(key_node, n.file), f"{field}.{key}" if field else key,
+                     f"duplicate key (first at line {out[key].line})")
+            continue
+        out[key] = _Node(value_node, n.file)
+    return out
+
+
+def _kind(node: yaml.Node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    if node.tag == "tag:yaml.org,2002:null":
+        return "nothing"
+    return f"{node.value!r}"
+
+
+def _sequence(n: _Node, field: str, errs: _Collector) -> list[_Node]:
+    if not isinstance(n.node, yaml.SequenceNode):
+        errs.add(n, field, f"expected a list, found {_kind(n.node)}")
+        return []
+    return [_Node(item, n.file) for item in n.node.value]
+
+
+def _scalar(n: _Node, field: str, errs: _Collector) -> str | None:
+    if not isinstance(n.node, yaml.ScalarNode) or n.node.tag == "tag:yaml.org,2002:null":
+        errs.add(n, field, f"expected a value, found {_kind(n.node)}")
+        return None
+    return str(n.node.value)
+
+
+def _int(n: _Node, field: str, errs: _Collector, minimum: int = 0) -> int | None:
+    text = _scalar(n, field, errs)
+    if text is None:
+        return None
+    if not re.fullmatch(r"\d+", text) or int(text) < minimum:
+        errs.add(n, field, f"expected a whole number >= {minimum}, found {text!r}")
+        return None
+    return int(text)
+
+
+def _path_safe(n: _Node, field: str, errs: _Collector) -> str | None:
+    value = _scalar(n, field, errs)
+    if value is None:
+        return None
+    if not _PATH_SAFE.fullmatch(value) or ".." in value:
+        bad = next((c for c in value if not re.fullmatch(r"[A-Za-z0-9._+~-]", c)), None)
+        why = (f"character {bad!r} is not allowed" if bad is not None else
+               "'..' is not allowed" if ".." in value else "must start with a letter or digit")
+        errs.add(n, field, f"{value!r} becomes part of a published path: {why} "
+                 "(allowed: letters, digits and . _ + ~ -)")
+        return None
+    return value
+
+
+def _check_fields(
+    items: dict[str, _Node], where: _Node, field: str, required: set[str], optional: set[str],
+    errs: _Collector,
+) -> None:
+    for key, node in items.items():
+        if key not in required | optional:
+            allowed = ", ".join(sorted(required | optional))
+            errs.add(node, f"{field}.{key}", f"unknown field (allowed: {allowed})")
+    for key in sorted(required - items.keys()):
+        errs.add(where, f"{field}.{key}", "missing required field")
+
+
+def _url_or_path(value: str) -> bool:
+    return bool(re.match(r"(https?|file)://\S+$", value))
+
+
+def _parse_source(n: _Node, field: str, base: Path, errs: _Collector) -> Source | None:
+    items = _mapping(n, field, errs)
+    if items is None:
+        return None
+    _check_fields(items, n, field, set(), {"url", "path", "sha256"}, errs)
+    url = _scalar(items["url"], f"{field}.url", errs) if "url" in items else None
+    path = _scalar(items["path"], f"{field}.path", errs) if "path" in items else None
+    sha = _scalar(items["sha256"], f"{field}.sha256", errs) if "sha256" in items else None
+    if (url is None) == (path is None):
+        errs.add(n, field, "give exactly one of 'url' or 'path'")
+        return None
+    if url is not None and not _url_or_path(url):
+        errs.add(items["url"], f"{field}.url", f"not an http(s):// or file:// URL: {url!r}")
+        return None
+    if sha is not None and not _SHA256.fullmatch(sha.lower()):
+        errs.add(items["sha256"], f"{field}.sha256", "expected 64 hexadecimal digits")
+        return None
+    if path is not None:
+        path = str((base / path).resolve())
+        if not Path(path).exists():
+            errs.add(items["path"], f"{field}.path", f"no such file or directory: {path}")
+            return None
+    return Source(url=url, path=path, sha256=sha.lower() if sha else None)
+
+
+def _parse_driver(n: _Node, index: int, base: Path, errs: _Collector) -> Driver | None:
+    field = f"drivers[{index}]"
+    items = _mapping(n, field, errs)
+    if items is None:
+        return None
+    _check_fields(items, n, field, {"name", "version", "source"}, {"recipe", "kinds"}, errs)
+    if not {"name", "version", "source"} <= items.keys():
+        return None
+    name = _path_safe(items["name"], f"{field}.name", errs)
+    version = _path_safe(items["version"], f"{field}.version", errs)
+    source = _parse_source(items["source"], f"{field}.source", base, errs)
+    from repogen.recipes import known_recipes  # late: recipes import the build machinery
+
+    recipe = "falcosecurity-libs"
+    if "recipe" in items:
+        recipe = _scalar(items["recipe"], f"{field}.recipe", errs) or recipe
+        if recipe not in known_recipes():
+            errs.add(items["recipe"], f"{field}.recipe",
+                     f"unknown recipe {recipe!r} (known: {', '.join(known_recipes())})")
+            return None
+    kinds: list[Kind] = [Kind.kmod, Kind.ebpf]
+    if "kinds" in items:
+        kinds = []
+        for kind_node in _sequence(items["kinds"], f"{field}.kinds", errs):
+            value = _scalar(kind_node, f"{field}.kinds", errs)
+            if value is None:
+                continue
+            if value not in Kind.__members__:
+                errs.add(kind_node, f"{field}.kinds", f"unknown kind {value!r} (known: kmod, ebpf)")
+                continue
+            if Kind(value) in kinds:
+                errs.add(kind_node, f"{field}.kinds", f"{value!r} listed twice")
+                continue
+            kinds.append(Kind(value))
+        if not kinds:
+            errs.add(items["kinds"], f"{field}.kinds", "give at least one kind")
+    if name is None or version is None or source is None or not kinds:
+        return None
+    return Driver(name=name, version=version, source=source, recipe=recipe, kinds=tuple(kinds),
+                  file=n.file, line=n.line)
+
+
+def _parse_header(n: _Node, field: str, errs: _Collector) -> Header | None:
+    if isinstance(n.node, yaml.MappingNode):
+        items = _mapping(n, field, errs) or {}
+        _check_fields(items, n, field, {"url"}, {"sha256"}, errs)
+        url = _scalar(items["url"], f"{field}.url", errs) if "url" in items else None
+        sha = _scalar(items["sha256"], f"{field}.sha256", errs) if "sha256" in items else None
+        if sha is not None and not _SHA256.fullmatch(sha.lower()):
+            errs.add(items["sha256"], f"{field}.sha256", "expected 64 hexadecimal digits")
+            return None
+    else:
+        url, sha = _scalar(n, field, errs), None
+    if url is None:
+        return None
+    if not _url_or_path(url):
+        errs.add(n, field, f"not an http(s):// or file:// URL: {url!r}")
+        return None
+    return Header(url=url, sha256=sha.lower() if sha else None)
+
+
+_KERNEL_REQUIRED = {"target", "kernelrelease", "kernelversion", "architecture", "headers"}
+_KERNEL_OPTIONAL = {"kernelconfigdata", "builder"}
+
+
+def _parse_kernel(n: _Node, index: int, errs: _Collector) -> Kernel | None:
+    field = f"kernels[{index}]"
+    items = _mapping(n, field, errs)
+    if items is None:
+        return None
+    _check_fields(items, n, field, _KERNEL_REQUIRED, _KERNEL_OPTIONAL, errs)
+    if not items.keys() >= _KERNEL_REQUIRED:
+        return None
+    before = len(errs.errors)
+    target = _path_safe(items["target"], f"{field}.target", errs)
+    if target is not None and distro.for_target(target) is None:
+        errs.add(items["target"], f"{field}.target",
+                 f"unknown target {target!r} (known: {', '.join(distro.known_targets())})")
+    release = _path_safe(items["kernelrelease"], f"{field}.kernelrelease", errs)
+    version = _path_safe(items["kernelversion"], f"{field}.kernelversion", errs)
+    arch_raw = _scalar(items["architecture"], f"{field}.architecture", errs)
+    arch = ARCHITECTURES.get(arch_raw or "")
+    if arch_raw is not None and arch is None:
+        errs.add(items["architecture"], f"{field}.architecture",
+                 f"unknown architecture {arch_raw!r} (known: {', '.join(sorted(set(ARCHITECTURES)))})")
+    headers = []
+    for i, h in enumerate(_sequence(items["headers"], f"{field}.headers", errs)):
+        header = _parse_header(h, f"{field}.headers[{i}]", errs)
+        if header:
+            headers.append(header)
+    if not headers and isinstance(items["headers"].node, yaml.SequenceNode):
+        errs.add(items["headers"], f"{field}.headers", "give at least one headers URL")
+    config_data = None
+    if "kernelconfigdata" in items:
+        config_data = _scalar(items["kernelconfigdata"], f"{field}.kernelconfigdata", errs)
+        if config_data is not None:
+            import base64
+            import binascii
+
+            try:
+                base64.b64decode(config_data, validate=False)
+            except binascii.Error as exc:
+                errs.add(items["kernelconfigdata"], f"{field}.kernelconfigdata", f"not base64: {exc}")
+    builder = _path_safe(items["builder"], f"{field}.builder", errs) if "builder" in items else None
+    if len(errs.errors) > before or None in (target, release, version, arch):
+        return None
+    assert target and release and version and arch
+    return Kernel(target=target, kernelrelease=release, kernelversion=version, architecture=arch,
+                  headers=tuple(headers), kernelconfigdata=config_data, builder=builder,
+                  file=n.file, line=n.line)
+
+
+def _parse_section(
+    items: dict[str, _Node], key: str, errs: _Collector, fields: dict[str, Callable[[_Node, str], Any]],
+) -> dict[str, Any]:
+    if key not in items:
+        return {}
+    section = _mapping(items[key], key, errs)
+    if section is None:
+        return {}
+    out: dict[str, Any] = {}
+    for name, node in section.items():
+        if name not in fields:
+            errs.add(node, f"{key}.{name}", f"unknown field (allowed: {', '.join(sorted(fields))})")
+            continue
+        value = fields[name](node, f"{key}.{name}")
+        if value is not None:
+            out[name.replace("-", "_")] = value
+    return out
+
+
+_DURATION = re.compile(r"(\d+)\s*([smhd]?)")
+
+
+def _duration(n: _Node, field: str, errs: _Collector) -> int | None:
+    text = _scalar(n, field, errs)
+    m = _DURATION.fullmatch(text or "")
+    if not m:
+        if text is not None:
+            errs.add(n, field, f"expected a duration such as 600, 30m, 2h or 3d, found {text!r}")
+        return None
+    return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+def _memory(n: _Node, field: str, errs: _Collector) -> str | None:
+    text = _scalar(n, field, errs)
+    if text is not None and not re.fullmatch(r"\d+[bkmg]?", text.lower()):
+        errs.add(n, field, f"expected a size such as 512m or 4g, found {text!r}")
+        return None
+    return text.lower() if text else None
+
+
+def _globs(n: _Node, field: str, errs: _Collector, base: Path) -> tuple[str, ...]:
+    values = [_scalar(x, field, errs) for x in _sequence(n, field, errs)]
+    return tuple(str(base / v) if not os.path.isabs(v) else v for v in values if v)
+
+
+def _read_yaml(path: Path, errs: _Collector) -> _Node | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        errs.add((str(path), 0), "", "no such file (give the matrix with -c/--config)")
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        errs.add((str(path), 0), "", f"cannot read: {exc}")
+        return None
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 0
+        errs.add((str(path), line), "", f"malformed YAML: {exc.problem or exc.context}")
+        return None
+    except yaml.YAMLError as exc:
+        errs.add((str(path), 0), "", f"malformed YAML: {exc}")
+        return None
+    if node is None:
+        errs.add((str(path), 1), "", "the file is empty")
+        return None
+    return _Node(node, str(path))
+
+
+def _iter_files(root: Path, errs: _Collector, patterns: list[str]) -> Iterator[tuple[Path, _Node]]:
+    """The main file, then each file its ``include:`` globs name (sorted), each once."""
+    main = _read_yaml(root, errs)
+    if main is None:
+        return
+    yield root, main
+    items = _mapping(main, "", errs) or {}
+    if "include" not in items:
+        return
+    seen = {root.resolve()}
+    for pattern_node in _sequence(items["include"], "include", errs):
+        pattern = _scalar(pattern_node, "include", errs)
+        if pattern is None:
+            continue
+        patterns.append(pattern)
+        matches = sorted(glob.glob(str(root.parent / pattern)))
+        if not matches:
+            errs.add(pattern_node, "include", f"{pattern!r} matches no file")
+        for match in matches:
+            path = Path(match)
+            if path.resolve() in seen:
+                continue
+            seen.add(path.resolve())
+            node = _read_yaml(path, errs)
+            if node is not None:
+                yield path, node
+
+
+def _expand(root: Path, patterns: tuple[str, ...]) -> list[str]:
+    files = [str(root)]
+    for pattern in patterns:
+        files.extend(m for m in sorted(glob.glob(str(root.parent / pattern))) if m not in files)
+    return files
+
+
+def parse(path: Path) -> Config:
+    """Parse and validate without any cache; raises :class:`ConfigErrors` listing every problem."""
+    errs = _Collector()
+    drivers: list[Driver] = []
+    kernels: list[Kernel] = []
+    files: list[str] = []
+    settings: dict[str, dict[str, Any]] = {}
+    first_kernel_line: dict[tuple[str, str, str, str], tuple[str, int]] = {}
+    first_driver_line: dict[tuple[str, str], tuple[str, int]] = {}
+    patterns: list[str] = []
+    for file_path, root_node in _iter_files(path, errs, patterns):
+        files.append(str(file_path))
+        base = file_path.parent
+        items = _mapping(root_node, "", errs)
+        if items is None:
+            continue
+        is_main = file_path == path
+        allowed = {"drivers", "kernels"} | ({"include", "build", "packages", "signing"} if is_main else set())
+        for key, node in items.items():
+            if key not in allowed:
+                errs.add(node, key, f"unknown top-level field (allowed here: {', '.join(sorted(allowed))})")
+        for i, d in enumerate(_sequence(items["drivers"], "drivers", errs) if "drivers" in items else []):
+            driver = _parse_driver(d, i, base, errs)
+            if driver is None:
+                continue
+            key = (driver.name, driver.version)
+            if key in first_driver_line:
+                f, line = first_driver_line[key]
+                errs.add(d, f"drivers[{i}]", f"duplicate driver {driver.name} {driver.version} "
+                         f"(first at {f}:{line})")
+                continue
+            first_driver_line[key] = (d.file, d.line)
+            drivers.append(driver)
+        for i, k in enumerate(_sequence(items["kernels"], "kernels", errs) if "kernels" in items else []):
+            kernel = _parse_kernel(k, i, errs)
+            if kernel is None:
+                continue
+            if kernel.ident in first_kernel_line:
+                f, line = first_kernel_line[kernel.ident]
+                errs.add(k, f"kernels[{i}]", f"duplicate kernel {kernel.label} (first at {f}:{line})")
+                continue
+            first_kernel_line[kernel.ident] = (k.file, k.line)
+            kernels.append(kernel)
+        if is_main:
+            settings["build"] = _parse_section(items, "build", errs, {
+                "timeout": lambda n, f: _duration(n, f, errs),
+                "memory": lambda n, f: _memory(n, f, errs),
+                "pids": lambda n, f: _int(n, f, errs, minimum=16),
+            })
+            settings["packages"] = _parse_section(items, "packages", errs, {
+                "deb": lambda n, f: _globs(n, f, errs, base),
+                "rpm": lambda n, f: _globs(n, f, errs, base),
+                "suite": lambda n, f: _path_safe(n, f, errs),
+                "component": lambda n, f: _path_safe(n, f, errs),
+                "origin": lambda n, f: _scalar(n, f, errs),
+                "label": lambda n, f: _scalar(n, f, errs),
+                "keep-versions": lambda n, f: _int(n, f, errs, minimum=1),
+                "valid-until-days": lambda n, f: _int(n, f, errs, minimum=1),
+                "grace-period": lambda n, f: _duration(n, f, errs),
+                "rpm-compression": lambda n, f: _choice(n, f, errs, ("gz", "zstd")),
+                "base-url": lambda n, f: _scalar(n, f, errs),
+            })
+            settings["signing"] = _parse_section(items, "signing", errs, {
+                "key": lambda n, f: _scalar(n, f, errs),
+                "key-file": lambda n, f: str(base / (_scalar(n, f, errs) or "")),
+                "homedir": lambda n, f: str(base / (_scalar(n, f, errs) or "")),
+                "passphrase-env": lambda n, f: _scalar(n, f, errs),
+            })
+    if not errs.errors and not drivers:
+        errs.add((str(path), 1), "drivers", "no driver is defined")
+    if errs.errors:
+        raise ConfigErrors(errs.errors)
+    build = settings.get("build", {})
+    limits = BuildLimits(
+        timeout_seconds=build.get("timeout", BuildLimits.timeout_seconds),
+        memory=build.get("memory", BuildLimits.memory),
+        pids=build.get("pids", BuildLimits.pids),
+    )
+    packages = dict(settings.get("packages", {}))
+    if "grace_period" in packages:
+        packages["grace_seconds"] = packages.pop("grace_period")
+    return Config(files=tuple(files), includes=tuple(patterns), drivers=tuple(drivers), kernels=tuple(kernels), limits=limits,
+                  packages=PackagesConfig(**packages), signing=SigningConfig(**settings.get("signing", {})))
+
+
+def _choice(n: _Node, field: str, errs: _Collector, choices: tuple[str, ...]) -> str | None:
+    value = _scalar(n, field, errs)
+    if value is not None and value not in choices:
+        errs.add(n, field, f"expected one of {', '.join(choices)}, found {value!r}")
+        return None
+    return value
+
+
+def _digest_files(paths: list[str]) -> str | None:
+    h = hashlib.sha256(__version__.encode())
+    for p in paths:
+        try:
+            data = Path(p).read_bytes()
+        except OSError:
+            return None
+        h.update(p.encode() + b"\0" + hashlib.sha256(data).digest())
+    return h.hexdigest()
+
+
+def load(path: Path, cache_dir: Path | None = None) -> Config:
+    """Load the matrix, from the validated cache when no file it was read from has changed."""
+    path = Path(path)
+    if cache_dir is None:
+        return parse(path)
+    index_file = cache_dir / (hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32] + ".pickle")
+    try:
+        with index_file.open("rb") as fh:
+            cached_files, cached_digest, cached_config = pickle.load(fh)
+        # Re-expand the include globs so a file added to kernels.d/ is noticed; a changed main
+        # file (and so changed globs) shows in the digest.
+        if cached_files == _expand(path, cached_config.includes) and _digest_files(cached_files) == cached_digest:
+            return cached_config  # type: ignore[no-any-return]
+    except (OSError, pickle.PickleError, EOFError, ValueError, TypeError, AttributeError):
+        pass
+    config = parse(path)
+    digest = _digest_files(list(config.files))
+    if digest is not None:
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = index_file.with_suffix(f".tmp{os.getpid()}")
+            with tmp.open("wb") as fh:
+                pickle.dump((list(config.files), digest, config), fh, protocol=pickle.HIGHEST_PROTOCOL)
+            tmp.replace(index_file)
+        except OSError:
+            pass
+    return config

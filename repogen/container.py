@@ -1,0 +1,124 @@
+"""Run one hermetic build container through the Docker SDK, with limits, a timeout and a full log."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.types import Mount
+
+from repogen.errors import RepogenError
+
+DOCKER_HINT = ("start the engine: `systemctl start docker`, or as root `dockerd --bridge=none "
+               "--iptables=false &` (then `docker info` should answer)")
+
+
+def connect() -> docker.DockerClient:
+    """A client for the local engine, or a clear error saying how to start it."""
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+        return client
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        raise RepogenError(f"Docker is not running or not reachable at {host}: {exc}",
+                           hint=DOCKER_HINT) from None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int
+    timed_out: bool
+    oom_killed: bool
+    seconds: float
+    output: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out and not self.oom_killed
+
+    def describe(self, timeout: int, memory: str) -> str:
+        if self.timed_out:
+            return f"timed out after {timeout}s (build.timeout)"
+        if self.oom_killed or self.exit_code == 137:
+            return f"exceeded its memory limit of {memory} (build.memory)"
+        last = [line for line in self.output.strip().splitlines() if line.strip()][-3:]
+        return f"exited with status {self.exit_code}: " + " | ".join(last)
+
+
+def run(
+    client: docker.DockerClient,
+    image: str,
+    command: list[str],
+    *,
+    readonly: list[tuple[Path, str]],
+    writable: list[tuple[Path, str]],
+    environment: dict[str, str],
+    workdir: str,
+    timeout: int,
+    memory: str,
+    pids: int,
+    log_path: Path,
+) -> RunResult:
+    """Run ``command`` with no network, no capabilities, a non-root user and a read-only root."""
+    mounts = [Mount(target, str(source), type="bind", read_only=True) for source, target in readonly]
+    mounts += [Mount(target, str(source), type="bind", read_only=False) for source, target in writable]
+    user = f"{os.getuid()}:{os.getgid()}" if os.getuid() != 0 else "1000:1000"
+    started = time.monotonic()
+    container = client.containers.create(
+        image,
+        command,
+        mounts=mounts,
+        environment=environment,
+        working_dir=workdir,
+        user=user,
+        network_mode="none",
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        mem_limit=memory,
+        memswap_limit=memory,
+        pids_limit=pids,
+        read_only=True,
+        tmpfs={"/tmp": "rw,exec,size=1g"},
+        labels={"org.repogen.build": "1"},
+    )
+    timed_out = False
+    try:
+        container.start()
+        try:
+            status = container.wait(timeout=timeout)
+            exit_code = int(status.get("StatusCode", -1))
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            timed_out = True
+            exit_code = -1
+            try:
+                container.kill()
+            except docker.errors.APIError:
+                pass
+            container.wait(timeout=60)
+        output = container.logs(stdout=True, stderr=True).decode(errors="replace")
+        state = client.api.inspect_container(container.id)["State"]
+        oom = bool(state.get("OOMKilled"))
+    finally:
+        try:
+            container.remove(force=True)
+        except docker.errors.APIError:
+            pass
+    seconds = time.monotonic() - started
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("a", encoding="utf-8") as log:
+        log.write(f"$ {' '.join(command)}\n# image {image}, user {user}, network none, memory {memory}, "
+                  f"pids {pids}, timeout {timeout}s\n")
+        for source, target in readonly:
+            log.write(f"# mount {source} -> {target} (ro)\n")
+        for source, target in writable:
+            log.write(f"# mount {source} -> {target} (rw)\n")
+        log.write(output)
+        log.write(f"\n# exit {exit_code}{' (timed out)' if timed_out else ''}{' (OOM killed)' if oom else ''}"
+                  f" after {seconds:.1f}s\n")
+    return RunResult(exit_code, timed_out, oom, seconds, output)

@@ -1,0 +1,185 @@
+"""Kernel headers: unpack a kernel's header packages once into a tree the builds mount read-only.
+
+The package format differs per distribution (``.deb``, ``.rpm``, kernel.org tarballs); each has
+one small unpacker here behind :func:`unpack`, and the distribution says where the kernel build
+directory lies in the unpacked tree.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import lzma
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import threading
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from repogen import distro
+from repogen.distro import PackageFormat
+from repogen.errors import FetchError
+from repogen.fetch import Download
+
+
+@dataclass(frozen=True)
+class KernelTree:
+    """Unpacked headers: ``root`` mirrors ``/``; ``kernel_dir`` is the build directory inside it."""
+
+    root: Path
+    kernel_dir: Path
+    release: str  # UTS_RELEASE, read from the headers themselves
+    config_sha256: str | None
+
+    @property
+    def container_kernel_dir(self) -> str:
+        return "/" + str(self.kernel_dir.relative_to(self.root))
+
+    def mounts(self) -> list[tuple[Path, str]]:
+        """What to bind read-only into a build: ``usr/src`` and kernel helpers under ``usr/lib``.
+
+        Debian's flavour Makefile includes the ``-common`` tree by an absolute ``/usr/src`` path and
+        its ``scripts`` link points to ``/usr/lib/linux-kbuild-X.Y``, so both keep their real paths.
+        """
+        out: list[tuple[Path, str]] = []
+        for rel in ("usr/src",):
+            if (self.root / rel).is_dir():
+                out.append((self.root / rel, "/" + rel))
+        for lib in sorted((self.root / "usr/lib").glob("linux-*")):
+            if lib.is_dir():
+                out.append((lib, "/usr/lib/" + lib.name))
+        if not any(self.kernel_dir.is_relative_to(src) for src, _ in out):
+            out.append((self.kernel_dir, self.container_kernel_dir))
+        return out
+
+
+def _extract_tar(tar: tarfile.TarFile, dest: Path) -> None:
+    # The 'tar' filter refuses members escaping ``dest`` while keeping the absolute symlinks that
+    # headers packages rely on (``build -> /usr/src/...``), which the kernel tree needs.
+    tar.extractall(dest, filter="tar")
+
+
+def _unpack_deb(path: Path, dest: Path) -> None:
+    from debian import arfile, debfile
+
+    try:
+        deb = debfile.DebFile(str(path))
+        _extract_tar(deb.data.tgz(), dest)
+    except (debfile.DebError, arfile.ArError, tarfile.TarError, EOFError, lzma.LZMAError,
+            zlib.error, OSError, ValueError, KeyError) as exc:
+        raise FetchError(f"corrupt or truncated .deb: {exc or type(exc).__name__}") from None
+
+
+def _unpack_rpm(path: Path, dest: Path) -> None:
+    if not shutil.which("rpm2archive") and not shutil.which("rpm2cpio"):
+        raise FetchError("unpacking .rpm headers needs rpm2cpio (Debian package 'rpm2cpio')")
+    dest.mkdir(parents=True, exist_ok=True)
+    rpm2cpio = subprocess.Popen(["rpm2cpio", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    cpio = subprocess.run(["cpio", "-idm", "--quiet", "--no-absolute-filenames"], stdin=rpm2cpio.stdout,
+                          cwd=dest, capture_output=True)
+    _, rpm_err = rpm2cpio.communicate()
+    if rpm2cpio.returncode or cpio.returncode:
+        detail = (rpm_err or cpio.stderr).decode(errors="replace").strip()
+        raise FetchError(f"corrupt or truncated .rpm: {detail or 'rpm2cpio failed'}")
+
+
+def _unpack_tarball(path: Path, dest: Path) -> None:
+    try:
+        with tarfile.open(path) as tar:
+            _extract_tar(tar, dest)
+    except (tarfile.TarError, EOFError, lzma.LZMAError, zlib.error, OSError) as exc:
+        raise FetchError(f"corrupt or truncated tarball: {exc}") from None
+
+
+UNPACKERS: dict[PackageFormat, Callable[[Path, Path], None]] = {
+    PackageFormat.deb: _unpack_deb,
+    PackageFormat.rpm: _unpack_rpm,
+    PackageFormat.tarball: _unpack_tarball,
+}
+
+_UTS = re.compile(rb'#define\s+UTS_RELEASE\s+"([^"]+)"')
+
+
+def read_release(kernel_dir: Path) -> str | None:
+    """The kernel release the headers were built for, as modules' vermagic will carry it."""
+    uts = kernel_dir / "include/generated/utsrelease.h"
+    if uts.is_file():
+        m = _UTS.search(uts.read_bytes())
+        if m:
+            return m.group(1).decode()
+    release_file = kernel_dir / "include/config/kernel.release"
+    if release_file.is_file():
+        return release_file.read_text().strip() or None
+    return None
+
+
+def _find_kernel_dir(root: Path, target: str) -> Path:
+    family = distro.for_target(target)
+    patterns = family.kernel_dir_globs if family else ("usr/src/*",)
+    candidates = []
+    for pattern in patterns:
+        for match in sorted(glob.glob(str(root / pattern))):
+            path = Path(match)
+            if path.is_dir() and not path.is_symlink() and read_release(path):
+                candidates.append(path)
+    if not candidates:
+        raise FetchError("the headers hold no kernel build directory (no include/generated/utsrelease.h "
+                         f"under {', '.join(patterns)}): is a flavour package missing from 'headers'?")
+    if len(candidates) > 1:
+        names = ", ".join(str(c.relative_to(root)) for c in candidates)
+        raise FetchError(f"the headers hold several kernel build directories ({names}): "
+                         "give one kernel's packages per entry")
+    return candidates[0]
+
+
+class HeadersCache:
+    """``<root>/<key>/`` per distinct set of header files; each unpacked once, whatever asks."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self.unpacked = 0
+
+    @staticmethod
+    def key(digests: list[str]) -> str:
+        return hashlib.sha256("\n".join(sorted(digests)).encode()).hexdigest()[:32]
+
+    def tree(self, target: str, files: list[Download]) -> KernelTree:
+        key = self.key([f.sha256 for f in files])
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            final = self.root / key
+            if not (final / ".complete").exists():
+                self._unpack(target, files, final)
+            kernel_dir = _find_kernel_dir(final / "root", target)
+            release = read_release(kernel_dir)
+            assert release
+            config = kernel_dir / ".config"
+            config_sha = hashlib.sha256(config.read_bytes()).hexdigest() if config.is_file() else None
+            return KernelTree(final / "root", kernel_dir, release, config_sha)
+
+    def _unpack(self, target: str, files: list[Download], final: Path) -> None:
+        family = distro.for_target(target)
+        unpack = UNPACKERS[family.package_format if family else PackageFormat.deb]
+        staging = final.with_name(final.name + f".tmp{os.getpid()}-{threading.get_ident()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(final, ignore_errors=True)
+        try:
+            for download in files:
+                try:
+                    unpack(download.path, staging / "root")
+                except FetchError as exc:
+                    raise FetchError(f"{download.url}: {exc.message}") from None
+            _find_kernel_dir(staging / "root", target)
+            (staging / ".complete").write_text("")
+            os.replace(staging, final)
+            self.unpacked += 1
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,194 @@
+"""Builder images: one per toolchain, chosen per kernel by version, built from ``templates/builders``.
+
+On a host with no registry reachable, ``bootstrap`` makes the Debian base image with debootstrap and
+``docker import``; ``build`` then installs each toolchain on it with the host's own Debian mirror.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import docker
+import docker.errors
+import jinja2
+import yaml
+
+from repogen.errors import RepogenError
+from repogen.model import Kernel
+
+BASE_REPOSITORY = "repogen/base"
+BUILDER_REPOSITORY = "repogen/builder"
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    name: str
+    suite: str
+    gcc: str
+    clang: str
+    kernels: str  # e.g. ">=5.0,<5.15"
+
+    @property
+    def tag(self) -> str:
+        return f"{BUILDER_REPOSITORY}:{self.name}"
+
+    @property
+    def base_tag(self) -> str:
+        return f"{BASE_REPOSITORY}:{self.suite}"
+
+    def holds(self, version: tuple[int, ...]) -> bool:
+        for clause in self.kernels.split(","):
+            m = re.fullmatch(r"\s*(>=|<)\s*(\d+(?:\.\d+)*)\s*", clause)
+            if not m:
+                continue
+            bound = tuple(int(x) for x in m.group(2).split("."))
+            if (m.group(1) == ">=" and version < bound) or (m.group(1) == "<" and version >= bound):
+                return False
+        return True
+
+
+def _templates() -> resources.abc.Traversable:
+    return resources.files("repogen") / "templates" / "builders"
+
+
+@cache
+def toolchains() -> dict[str, Toolchain]:
+    data = yaml.safe_load((_templates() / "toolchains.yaml").read_text())
+    return {name: Toolchain(name=name, **{k: str(v) for k, v in spec.items()})
+            for name, spec in data["toolchains"].items()}
+
+
+def kernel_version(release: str) -> tuple[int, ...]:
+    m = re.match(r"(\d+)\.(\d+)", release)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def choose(kernel: Kernel) -> Toolchain:
+    """The toolchain for a kernel: its ``builder:`` override, else the first whose range holds it."""
+    chains = toolchains()
+    if kernel.builder:
+        if kernel.builder not in chains:
+            raise RepogenError(f"{kernel.file}:{kernel.line}: builder: unknown toolchain "
+                               f"{kernel.builder!r} (known: {', '.join(chains)})")
+        return chains[kernel.builder]
+    version = kernel_version(kernel.kernelrelease)
+    for chain in chains.values():
+        if chain.holds(version):
+            return chain
+    raise RepogenError(f"{kernel.file}:{kernel.line}: no builder toolchain for kernel "
+                       f"{kernel.kernelrelease}; set `builder:` to one of {', '.join(chains)}")
+
+
+def dockerfile(chain: Toolchain) -> str:
+    template = jinja2.Template((_templates() / "Dockerfile.j2").read_text(), undefined=jinja2.StrictUndefined)
+    return template.render(name=chain.name, gcc=chain.gcc, clang=chain.clang, base_image=chain.base_tag)
+
+
+def image_id(client: docker.DockerClient, tag: str) -> str | None:
+    try:
+        return str(client.images.get(tag).id)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def resolve_ids(client: docker.DockerClient) -> dict[str, str]:
+    """Tag -> image id for every builder image present, in one call."""
+    out: dict[str, str] = {}
+    for image in client.images.list(name=BUILDER_REPOSITORY):
+        for tag in image.tags:
+            out[tag] = str(image.id)
+    return out
+
+
+def build(client: docker.DockerClient, chain: Toolchain, log_path: Path) -> str:
+    """Build one builder image (host network, so apt reaches the mirror); returns its id."""
+    if image_id(client, chain.base_tag) is None:
+        raise RepogenError(f"base image {chain.base_tag} is missing",
+                           hint=f"run `repogen images bootstrap --suite {chain.suite}` first")
+    text = dockerfile(chain)
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(text.encode())
+        tar.addfile(info, io.BytesIO(text.encode()))
+    context.seek(0)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    labels = {"org.repogen.template-sha256": hashlib.sha256(text.encode()).hexdigest()}
+    with log_path.open("w", encoding="utf-8") as log:
+        try:
+            for chunk in client.api.build(fileobj=context, custom_context=True, tag=chain.tag, rm=True,
+                                          network_mode="host", labels=labels, decode=True):
+                if "stream" in chunk:
+                    log.write(chunk["stream"])
+                if "error" in chunk:
+                    log.write(chunk["error"] + "\n")
+                    raise RepogenError(f"building {chain.tag} failed: {chunk['error'].strip()}",
+                                       hint=f"full log: {log_path}")
+        except docker.errors.APIError as exc:
+            raise RepogenError(f"building {chain.tag} failed: {exc}", hint=f"full log: {log_path}") from None
+    found = image_id(client, chain.tag)
+    if found is None:
+        raise RepogenError(f"building {chain.tag} produced no image", hint=f"full log: {log_path}")
+    return found
+
+
+def host_debian_mirror() -> str | None:
+    """The Debian archive URI from this machine's own apt configuration (deb822 or one-line)."""
+    from debian import deb822
+
+    sources_dir = Path("/etc/apt/sources.list.d")
+    candidates: list[str] = []
+    for path in sorted(sources_dir.glob("*.sources")) if sources_dir.is_dir() else []:
+        with path.open(encoding="utf-8") as fh:
+            for para in deb822.Deb822.iter_paragraphs(fh):
+                candidates.extend(para.get("URIs", "").split())
+    for path in [Path("/etc/apt/sources.list"), *sorted(sources_dir.glob("*.list"))]:
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                m = re.match(r"\s*deb\s+(?:\[[^]]*\]\s+)?(\S+)", line)
+                if m:
+                    candidates.append(m.group(1))
+    for uri in candidates:
+        if uri.rstrip("/").endswith("/debian"):
+            return uri.rstrip("/")
+    return candidates[0].rstrip("/") if candidates else None
+
+
+def bootstrap(client: docker.DockerClient, suite: str, mirror: str | None, log_path: Path) -> str:
+    """debootstrap a minimal Debian ``suite`` and ``docker import`` it as the base image."""
+    if os.geteuid() != 0:
+        raise RepogenError("images bootstrap runs debootstrap, which needs root")
+    if not shutil.which("debootstrap"):
+        raise RepogenError("debootstrap is not installed", hint="apt-get install debootstrap")
+    mirror = mirror or host_debian_mirror()
+    if not mirror:
+        raise RepogenError("no Debian mirror found in /etc/apt/sources.list*", hint="pass --mirror URL")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="repogen-bootstrap-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        with log_path.open("w", encoding="utf-8") as log:
+            proc = subprocess.run(["debootstrap", "--variant=minbase", suite, str(rootfs), mirror],
+                                  stdout=log, stderr=subprocess.STDOUT)
+        if proc.returncode:
+            raise RepogenError(f"debootstrap {suite} failed (exit {proc.returncode})", hint=f"log: {log_path}")
+        (rootfs / "etc/apt/sources.list").write_text(f"deb {mirror} {suite} main\n")
+        tar_path = Path(tmp) / "rootfs.tar"
+        subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(tar_path), "."], check=True)
+        repository, tag = f"{BASE_REPOSITORY}:{suite}".split(":")
+        with tar_path.open("rb") as fh:
+            client.api.import_image_from_data(fh.read(), repository=repository, tag=tag)
+    found = image_id(client, f"{BASE_REPOSITORY}:{suite}")
+    if found is None:
+        raise RepogenError(f"docker import of {BASE_REPOSITORY}:{suite} produced no image")
+    return found

@@ -1,0 +1,204 @@
+"""Write the static tree and swap it in atomically: a reader never sees a half tree.
+
+``site`` is a symbolic link to one complete generation under ``.<site>.generations/``; publishing
+writes a new generation beside it and renames a new link over ``site`` (one atomic rename(2)).
+If anything fails (a full disk included), the new generation is removed and the live tree is left
+exactly as it was.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from repogen import __version__
+from repogen.build import Home
+from repogen.errors import PublishError
+from repogen.matrix import expand
+from repogen.model import Config, Job, Kind
+
+KEEP_GENERATIONS = 3
+
+
+@dataclass
+class PublishReport:
+    site: Path
+    generation: Path
+    artifacts: int
+    missing: list[str] = field(default_factory=list)
+    signed: bool = False
+    repos: Any = None
+
+
+def generations_dir(site: Path) -> Path:
+    return site.parent / f".{site.name}.generations"
+
+
+def live_tree(site: Path) -> Path | None:
+    """The generation ``site`` points at now (None before the first publish)."""
+    if site.is_symlink() or site.is_dir():
+        return site.resolve()
+    return None
+
+
+def driver_path(job: Job) -> str:
+    """falcoctl / falco-driver-loader layout: ``driver/<version>/<arch>/<name>_<target>_<release>_<version>``."""
+    return f"driver/{job.driver.version}/{job.kernel.architecture}/{job.artifact_name}"
+
+
+def v1_path(job: Job, config_sha256: str | None) -> str:
+    """The original build service's layout, with the kernel config's sha256 as the last directory."""
+    k = job.kernel
+    return (f"v1/module/{k.target}/{k.architecture}/{job.driver.version}/{k.kernelrelease}/{k.kernelversion}/"
+            f"{config_sha256 or 'unknown'}/{job.driver.name}{job.kind.extension}")
+
+
+def _place(src: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dest)  # same filesystem as the store: no copy, no space
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+            raise
+        shutil.copyfile(src, dest)
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def publish(
+    home: Home,
+    config: Config,
+    site: Path,
+    *,
+    signer: Any = None,
+    debs: list[Path] | None = None,
+    rpms: list[Path] | None = None,
+    repo_options: Any = None,
+    now: dt.datetime | None = None,
+) -> PublishReport:
+    site = site.absolute()
+    now = now or dt.datetime.now(dt.UTC)
+    generations = generations_dir(site)
+    generations.mkdir(parents=True, exist_ok=True)
+    live = live_tree(site)
+    staging = Path(tempfile.mkdtemp(prefix=now.strftime("%Y%m%dT%H%M%SZ-"), suffix=".staging", dir=generations))
+    try:
+        report = _fill(home, config, staging, live, signer=signer, debs=debs or [], rpms=rpms or [],
+                       repo_options=repo_options, now=now, site=site)
+        final = staging.with_suffix("")
+        os.chmod(staging, 0o755)
+        os.replace(staging, final)
+        staging = final
+        _swap(site, final, generations)
+        report.generation = final
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        what = "the disk is full" if exc.errno == errno.ENOSPC else f"{exc.strerror or exc}"
+        raise PublishError(f"publishing to {site} failed: {what}"
+                           f"{f' ({exc.filename})' if exc.filename else ''}; the live tree is unchanged") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _prune(generations, keep=final)
+    return report
+
+
+def _fill(home: Home, config: Config, out: Path, live: Path | None, *, signer: Any, debs: list[Path],
+          rpms: list[Path], repo_options: Any, now: dt.datetime, site: Path) -> PublishReport:
+    states = home.store.job_states()
+    jobs = expand(config)
+    good = {j.job_id: states[j.job_id][2] for j in jobs if j.job_id in states and states[j.job_id][2]}
+    records = home.store.builds([k for k in good.values() if k])
+    report = PublishReport(site=site, generation=out, artifacts=0)
+    entries: list[dict[str, Any]] = []
+    for job in jobs:
+        record = records.get(good.get(job.job_id) or "")
+        if record is None or record.status != "ok" or not record.artifact_sha256:
+            report.missing.append(job.job_id)
+            continue
+        obj = home.store.object_path(record.artifact_sha256)
+        if not obj.is_file() or obj.stat().st_size != record.size:
+            report.missing.append(job.job_id)
+            continue
+        paths = [driver_path(job), v1_path(job, record.kernel_config_sha256)]
+        for rel in paths:
+            _place(obj, out / rel)
+        k = job.kernel
+        entries.append({
+            "path": paths[0], "v1_path": paths[1], "sha256": record.artifact_sha256, "size": record.size,
+            "name": job.driver.name, "driverversion": job.driver.version, "kind": job.kind.value,
+            "target": k.target, "kernelrelease": k.kernelrelease, "kernelversion": k.kernelversion,
+            "architecture": k.architecture, "vermagic": record.vermagic,
+            "builder_image": record.image_id, "toolchain": record.toolchain,
+            "built_at": dt.datetime.fromtimestamp(record.finished_at or 0, dt.UTC).isoformat(timespec="seconds"),
+            "build_key": record.build_key,
+        })
+    report.artifacts = len(entries)
+    if debs or rpms:
+        from repogen.repos import publish_repositories
+
+        report.repos = publish_repositories(out, live, debs, rpms, signer, home.path / "cache" / "repos",
+                                            repo_options, now=now)
+    index = {"generator": f"repogen {__version__}", "generated_at": now.isoformat(timespec="seconds"),
+             "kinds": {Kind.kmod.value: ".ko", Kind.ebpf.value: ".o"}, "artifacts": entries}
+    _write(out / "index.json", json.dumps(index, indent=1, sort_keys=True).encode() + b"\n")
+    known = {e[p]: e["sha256"] for e in entries for p in ("path", "v1_path")}
+    lines = []
+    for path in sorted(p for p in out.rglob("*") if p.is_file() and not p.is_symlink()):
+        rel = path.relative_to(out).as_posix()
+        if rel in ("SHA256SUMS", "SHA256SUMS.asc"):
+            continue
+        lines.append(f"{known.get(rel) or _sha256(path)}  {rel}\n")
+    sums = "".join(lines).encode()
+    _write(out / "SHA256SUMS", sums)
+    if signer is not None:
+        _write(out / "SHA256SUMS.asc", signer.detach_sign(sums, armor=True))
+        report.signed = True
+    return report
+
+
+def _swap(site: Path, generation: Path, generations: Path) -> None:
+    if site.exists() and not site.is_symlink():
+        if site.is_dir() and any(site.iterdir()):
+            # A plain directory from before repogen managed it: move it aside once, then link.
+            os.replace(site, generations / f"adopted-{int(time.time())}")
+        elif site.is_dir():
+            site.rmdir()
+        else:
+            raise PublishError(f"{site} exists and is not a directory")
+    link = site.with_name(f".{site.name}.link-{os.getpid()}")
+    link.unlink(missing_ok=True)
+    os.symlink(os.path.relpath(generation, site.parent), link)
+    os.replace(link, site)
+
+
+def _prune(generations: Path, keep: Path) -> None:
+    """Keep the live generation and the ones before it; old readers finish their downloads."""
+    done = sorted((p for p in generations.iterdir() if p.is_dir() and not p.name.endswith(".staging")),
+                  key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in done[KEEP_GENERATIONS:]:
+        if old != keep:
+            shutil.rmtree(old, ignore_errors=True)
+    for stale in generations.glob("*.staging"):
+        if time.time() - stale.stat().st_mtime > 3600:
+            shutil.rmtree(stale, ignore_errors=True)

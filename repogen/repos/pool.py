@@ -1,0 +1,216 @@
+"""What APT and RPM repositories share: the pool as the source of truth, conflicts, retention, grace.
+
+A pool file, once published, is never replaced by different bytes: clients and mirrors cache by
+name, so a silent replacement is a hash mismatch (or worse, a different package) somewhere else.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import json
+import logging
+import os
+import shutil
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from repogen.errors import PublishError
+from repogen.repos.pkgcache import DebRecord, RpmRecord
+
+log = logging.getLogger(__name__)
+
+Record = TypeVar("Record", DebRecord, RpmRecord)
+
+STATE_FILE = "repogen-state.json"
+
+
+@dataclass
+class PoolEntry(Generic[Record]):
+    """A package and where its bytes are now: an input file, or the live tree's pool."""
+
+    record: Record
+    source: Path
+    published: bool
+
+
+@dataclass
+class RepoStats:
+    """What one repository's publish did, for the report and the incremental promise."""
+
+    packages: int = 0
+    read: int = 0
+    cached: int = 0
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    carried_forward: int = 0
+
+
+def check_inputs(paths: Iterable[Path], suffix: str) -> list[Path]:
+    """Input files must exist and look like packages; a directory or a typo is reported by name."""
+    checked: list[Path] = []
+    for path in paths:
+        if not path.is_file():
+            raise PublishError(f"{path}: package file does not exist")
+        if path.suffix != suffix:
+            raise PublishError(f"{path}: not a {suffix} package (wrong file name extension)")
+        checked.append(path)
+    return checked
+
+
+def published_files(pool_root: Path, suffix: str) -> list[Path]:
+    """Every package file in a live pool (bounded by the tree: os.walk does not follow symlinks)."""
+    if not pool_root.is_dir():
+        return []
+    found: list[Path] = []
+    for directory, _dirs, files in os.walk(pool_root):
+        found.extend(Path(directory) / name for name in files if name.endswith(suffix))
+    found.sort()
+    return found
+
+
+def merge(
+    entries: Sequence[PoolEntry[Record]],
+    identity: Callable[[Record], Hashable],
+    describe: Callable[[Record], str],
+) -> list[PoolEntry[Record]]:
+    """One entry per package; the same identity or pool file with different bytes is refused."""
+    by_key: dict[Hashable, PoolEntry[Record]] = {}
+    unique: dict[str, PoolEntry[Record]] = {}
+    for entry in entries:
+        for key in (("id", identity(entry.record)), ("path", entry.record.pool_path)):
+            other = by_key.setdefault(key, entry)
+            if other.record.sha256 != entry.record.sha256:
+                _refuse(other, entry, describe)
+        kept = unique.get(entry.record.sha256)
+        if kept is None or (entry.published and not kept.published):
+            unique[entry.record.sha256] = entry
+    return list(unique.values())
+
+
+def _refuse(first: PoolEntry[Record], second: PoolEntry[Record], describe: Callable[[Record], str]) -> None:
+    published, other = (first, second) if first.published else (second, first)
+    if published.published:
+        raise PublishError(
+            f"{other.source}: {describe(other.record)} is already published "
+            f"({published.record.pool_path}) with different contents; a published package is never "
+            "replaced",
+            hint="give the new build a new version (or release) number",
+        )
+    raise PublishError(
+        f"{first.source} and {second.source} are both {describe(first.record)} but differ; "
+        "refusing to pick one",
+        hint="remove one of them from the inputs",
+    )
+
+
+def retain(
+    entries: list[PoolEntry[Record]],
+    keep_versions: int | None,
+    group: Callable[[Record], Hashable],
+    compare: Callable[[Record, Record], int],
+) -> tuple[list[PoolEntry[Record]], list[PoolEntry[Record]]]:
+    """(kept, removed): the newest ``keep_versions`` per group, everything if None."""
+    if keep_versions is None:
+        return entries, []
+    if keep_versions < 1:
+        raise PublishError(f"keep_versions must be at least 1 (got {keep_versions})")
+    groups: dict[Hashable, list[PoolEntry[Record]]] = defaultdict(list)
+    for entry in entries:
+        groups[group(entry.record)].append(entry)
+    kept: list[PoolEntry[Record]] = []
+    removed: list[PoolEntry[Record]] = []
+    key = functools.cmp_to_key(compare)
+    for members in groups.values():
+        if len(members) > keep_versions:
+            members.sort(key=lambda entry: key(entry.record))
+            removed.extend(members[:-keep_versions])
+            members = members[-keep_versions:]
+        kept.extend(members)
+    return kept, removed
+
+
+def place(entries: Iterable[PoolEntry[Record]], repo_root: Path) -> list[tuple[os.stat_result, str]]:
+    """Put every package at its pool path: hard links from the live pool, copies of inputs.
+
+    Inputs are copied, not linked: a later in-place rewrite of an input must not change a
+    published file. Returns (stat, sha256) of the copies, so the cache knows them next time.
+    """
+    copies: list[tuple[os.stat_result, str]] = []
+    made: set[Path] = set()
+    for entry in entries:
+        dest = repo_root / entry.record.pool_path
+        if dest.parent not in made:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            made.add(dest.parent)
+        if entry.published and link_or_copy(entry.source, dest):
+            continue
+        if not entry.published:
+            shutil.copyfile(entry.source, dest)
+            copies.append((os.stat(dest), entry.record.sha256))
+    return copies
+
+
+def link_or_copy(source: Path, dest: Path) -> bool:
+    """Hard-link (cheap, keeps the inode the cache knows); copy across file systems. True if linked."""
+    try:
+        os.link(source, dest)
+        return True
+    except OSError as error:
+        if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            raise
+    shutil.copy2(source, dest)
+    return False
+
+
+def carry_forward(
+    previous_root: Path | None,
+    repo_root: Path,
+    candidates: Iterable[str],
+    current: set[str],
+    now: datetime,
+    grace_seconds: int,
+) -> int:
+    """Keep superseded metadata files for ``grace_seconds`` so clients mid-update still find them.
+
+    ``candidates`` are paths (relative to the repo root) of metadata files in the live tree; the
+    time each stopped being current is remembered in ``repogen-state.json``. Returns how many
+    files were carried forward.
+    """
+    previous_state: dict[str, str] = {}
+    if previous_root is not None:
+        state_path = previous_root / STATE_FILE
+        try:
+            previous_state = json.loads(state_path.read_text()).get("superseded", {})
+        except FileNotFoundError:
+            pass
+        except (ValueError, AttributeError, OSError) as error:
+            log.warning("%s: unreadable (%s); superseded metadata is kept for a full grace period",
+                        state_path, error)
+    superseded: dict[str, str] = {}
+    carried = 0
+    for relative in sorted(set(candidates) - current):
+        assert previous_root is not None
+        since = _parse_time(previous_state.get(relative)) or now
+        if now - since >= timedelta(seconds=grace_seconds):
+            continue
+        dest = repo_root / relative
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        link_or_copy(previous_root / relative, dest)
+        superseded[relative] = since.isoformat()
+        carried += 1
+    (repo_root / STATE_FILE).write_text(json.dumps({"version": 1, "superseded": superseded}, indent=1) + "\n")
+    return carried
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None

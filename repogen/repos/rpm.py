@@ -1,0 +1,268 @@
+"""The RPM repository: ``rpm/packages/<arch>/*.rpm`` and ``rpm/repodata/`` written by createrepo_c.
+
+Each package's primary/filelists/other XML chunks come from createrepo_c (``xml_dump``) once, when
+the package is first read, and are cached; repodata is then assembled from the chunks with
+createrepo_c's XmlFile writers, which is what makes adding one package to thousands cheap.
+"""
+
+from __future__ import annotations
+
+import configparser
+import io
+import logging
+import re
+import struct
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import createrepo_c as cr
+
+from repogen.errors import PublishError
+from repogen.repos.pkgcache import PackageCache, ReadStats, RpmRecord, identify
+from repogen.repos.pool import (
+    PoolEntry,
+    RepoStats,
+    carry_forward,
+    check_inputs,
+    merge,
+    place,
+    published_files,
+    retain,
+)
+
+if TYPE_CHECKING:
+    from repogen.repos import RepoOptions
+    from repogen.signing import Signer
+
+log = logging.getLogger(__name__)
+
+REPO_ID = "repogen"
+_SIGNATURE_FILES = ("repomd.xml", "repomd.xml.asc", "repomd.xml.key")
+
+# Each must be one safe path component (and a name rpm itself would build).
+_NAME = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9_.+~^-]*")
+_VERSION = re.compile(r"[A-Za-z0-9_+~^][A-Za-z0-9_.+~^]*")
+_ARCH = re.compile(r"[A-Za-z0-9_]+")
+_EPOCH = re.compile(r"[0-9]*")
+
+_LEAD_SIZE = 96
+_SIGTAG_SIZE, _SIGTAG_LONGSIZE = 1000, 270
+
+_COMPRESSION = {"gz": cr.GZ_COMPRESSION, "zstd": cr.ZSTD_COMPRESSION}
+_WRITERS = (("primary", cr.PrimaryXmlFile), ("filelists", cr.FilelistsXmlFile), ("other", cr.OtherXmlFile))
+
+
+def read_rpm(path: Path, sha256: str) -> RpmRecord:
+    """Read an .rpm's header with createrepo_c; anything malformed is the named file's fault."""
+    try:
+        package = cr.package_from_rpm(str(path), checksum_type=cr.SHA256, changelog_limit=10)
+    except Exception as error:  # createrepo_c raises OSError / CreaterepoCError for damaged files
+        message = str(error).split(":", 1)[-1].strip() or type(error).__name__
+        raise PublishError(f"{path}: not a valid .rpm package ({message})") from None
+    if package.pkgId != sha256:
+        raise PublishError(f"{path}: changed while being published")
+    expected_size = _signed_size(path, package.rpm_header_start)
+    if expected_size is not None and expected_size != package.size_package:
+        raise PublishError(f"{path}: not a valid .rpm package (truncated or padded: "
+                           f"{package.size_package} bytes, its signature header says {expected_size})")
+    values = {}
+    for field, pattern in (("name", _NAME), ("version", _VERSION), ("release", _VERSION), ("arch", _ARCH),
+                           ("epoch", _EPOCH)):
+        value = getattr(package, field) or ""
+        if (field != "epoch" and not value) or not pattern.fullmatch(value):
+            raise PublishError(f"{path}: invalid {field} {value!r} (it would not be a safe pool path)")
+        values[field] = value
+    name, version, release, arch = values["name"], values["version"], values["release"], values["arch"]
+    package.location_href = f"packages/{arch}/{name}-{version}-{release}.{arch}.rpm"
+    package.location_base = None
+    primary, filelists, other = cr.xml_dump(package)
+    return RpmRecord(sha256, name, values["epoch"] or "0", version, release, arch, package.size_package,
+                     package.location_href, primary, filelists, other)
+
+
+def _signed_size(path: Path, header_start: int) -> int | None:
+    """File size the signature header promises (tag SIZE/LONGSIZE: header + payload), if present.
+
+    createrepo_c reads only the headers, so a download cut off in the payload would pass unnoticed.
+    """
+    with open(path, "rb") as handle:
+        handle.seek(_LEAD_SIZE)
+        intro = handle.read(16)
+        if len(intro) != 16 or intro[:4] != b"\x8e\xad\xe8\x01":
+            return None
+        entries, data_size = struct.unpack(">II", intro[8:16])
+        index = handle.read(16 * entries)
+        store = handle.read(data_size)
+    found: dict[int, int] = {}
+    for at in range(0, len(index) - 15, 16):
+        tag, kind, offset, _count = struct.unpack(">IIII", index[at:at + 16])
+        if tag == _SIGTAG_LONGSIZE and kind == 5 and offset + 8 <= len(store):
+            found[tag] = struct.unpack(">Q", store[offset:offset + 8])[0]
+        elif tag == _SIGTAG_SIZE and kind == 4 and offset + 4 <= len(store):
+            found[tag] = struct.unpack(">I", store[offset:offset + 4])[0]
+    size = found.get(_SIGTAG_LONGSIZE, found.get(_SIGTAG_SIZE))
+    return None if size is None else header_start + size
+
+
+def rpmvercmp(a: str, b: str) -> int:
+    """rpm's own version-segment comparison (rpmio/rpmvercmp.c, rpm 4.18: ``~`` and ``^`` included).
+
+    Ported because the rpm Python bindings are a distro package tied to the system interpreter.
+    """
+    if a == b:
+        return 0
+    i = j = 0
+    len_a, len_b = len(a), len(b)
+
+    def separator(c: str) -> bool:
+        return not (c.isascii() and c.isalnum()) and c not in "~^"
+
+    while i < len_a or j < len_b:
+        while i < len_a and separator(a[i]):
+            i += 1
+        while j < len_b and separator(b[j]):
+            j += 1
+        ca = a[i] if i < len_a else ""
+        cb = b[j] if j < len_b else ""
+        if ca == "~" or cb == "~":
+            if ca != "~":
+                return 1
+            if cb != "~":
+                return -1
+            i, j = i + 1, j + 1
+            continue
+        if ca == "^" or cb == "^":
+            if not ca:
+                return -1
+            if not cb:
+                return 1
+            if ca != "^":
+                return 1
+            if cb != "^":
+                return -1
+            i, j = i + 1, j + 1
+            continue
+        if not (ca and cb):
+            break
+        numeric = ca.isdigit()
+        test = str.isdigit if numeric else (lambda c: c.isascii() and c.isalpha())
+        end_a, end_b = i, j
+        while end_a < len_a and test(a[end_a]):
+            end_a += 1
+        while end_b < len_b and test(b[end_b]):
+            end_b += 1
+        seg_a, seg_b = a[i:end_a], b[j:end_b]
+        if not seg_a:
+            return -1
+        if not seg_b:
+            return 1 if numeric else -1
+        if numeric:
+            seg_a, seg_b = seg_a.lstrip("0"), seg_b.lstrip("0")
+            if len(seg_a) != len(seg_b):
+                return 1 if len(seg_a) > len(seg_b) else -1
+        if seg_a != seg_b:
+            return 1 if seg_a > seg_b else -1
+        i, j = end_a, end_b
+    if i >= len_a and j >= len_b:
+        return 0
+    return -1 if i >= len_a else 1
+
+
+def compare_evr(a: RpmRecord, b: RpmRecord) -> int:
+    """Epoch, then version, then release: the order dnf uses to pick the newest."""
+    return (int(a.epoch or 0) > int(b.epoch or 0)) - (int(a.epoch or 0) < int(b.epoch or 0)) \
+        or rpmvercmp(a.version, b.version) or rpmvercmp(a.release, b.release)
+
+
+def _describe(record: RpmRecord) -> str:
+    epoch = "" if record.epoch in ("", "0") else f"{record.epoch}:"
+    return f"{record.name}-{epoch}{record.version}-{record.release}.{record.arch}"
+
+
+def publish_rpm(
+    repo_root: Path,
+    previous_root: Path | None,
+    rpms: list[Path],
+    signer: Signer | None,
+    cache: PackageCache,
+    options: RepoOptions,
+    now: datetime,
+) -> RepoStats:
+    """Write the whole RPM repository under ``repo_root`` (``<site>/rpm``)."""
+    if options.rpm_compression not in _COMPRESSION:
+        raise PublishError(f"invalid rpm_compression {options.rpm_compression!r} (use gz or zstd)")
+    inputs = check_inputs(rpms, ".rpm")
+    published = published_files(previous_root / "packages", ".rpm") if previous_root else []
+    read_stats = ReadStats()
+    paths = published + inputs
+    records = identify(paths, cache, RpmRecord, read_rpm, read_stats)
+    entries = [PoolEntry(record, path, index < len(published))
+               for index, (path, record) in enumerate(zip(paths, records, strict=True))]
+    entries = merge(entries, lambda r: (r.name, r.epoch, r.version, r.release, r.arch), _describe)
+    kept, removed = retain(entries, options.keep_versions, lambda r: (r.name, r.arch), compare_evr)
+    kept.sort(key=lambda entry: entry.record.pool_path)
+    cache.remember_digests(place(kept, repo_root))
+    cache.commit()
+
+    repomd = _write_repodata(repo_root / "repodata", [e.record for e in kept],
+                             _COMPRESSION[options.rpm_compression], now)
+    repodata = repo_root / "repodata"
+    (repodata / "repomd.xml").write_bytes(repomd)
+    if signer is not None:
+        (repodata / "repomd.xml.asc").write_bytes(signer.detach_sign(repomd, armor=True))
+        (repodata / "repomd.xml.key").write_bytes(signer.public_key(armor=True))
+    _write_repo_file(repo_root, options, signed=signer is not None)
+
+    current = {f"repodata/{path.name}" for path in repodata.iterdir()}
+    candidates = ([f"repodata/{path.name}" for path in (previous_root / "repodata").glob("*")
+                   if path.is_file() and path.name not in _SIGNATURE_FILES]
+                  if previous_root and (previous_root / "repodata").is_dir() else [])
+    carried = carry_forward(previous_root, repo_root, candidates, current, now, options.grace_seconds)
+    published_shas = {entry.record.sha256 for entry in entries if entry.published}
+    return RepoStats(
+        packages=len(kept),
+        read=read_stats.read,
+        cached=read_stats.cached,
+        added=[e.record.pool_path for e in kept if e.record.sha256 not in published_shas],
+        removed=[e.record.pool_path for e in removed if e.published],
+        carried_forward=carried,
+    )
+
+
+def _write_repodata(repodata: Path, records: list[RpmRecord], compression: int, now: datetime) -> bytes:
+    """primary/filelists/other from cached chunks, checksum-named as createrepo_c names them."""
+    repodata.mkdir(parents=True, exist_ok=True)
+    suffix = cr.compression_suffix(compression) or ""
+    repomd = cr.Repomd()
+    repomd.set_revision(str(int(now.timestamp())))
+    for index, (kind, writer_class) in enumerate(_WRITERS):
+        path = repodata / f"{kind}.xml{suffix}"
+        writer = writer_class(str(path), compressiontype=compression)
+        writer.set_num_of_pkgs(len(records))
+        for record in records:
+            writer.add_chunk((record.primary, record.filelists, record.other)[index])
+        writer.close()
+        record_md = cr.RepomdRecord(kind, str(path))
+        record_md.fill(cr.SHA256)
+        record_md.rename_file()
+        repomd.set_record(record_md)
+    return repomd.xml_dump().encode()
+
+
+def _write_repo_file(repo_root: Path, options: RepoOptions, *, signed: bool) -> None:
+    """A ready ``/etc/yum.repos.d/`` file; unsigned repos say ``gpgcheck=0`` (nothing to check)."""
+    base = f"{options.base_url.rstrip('/')}/rpm"
+    config = configparser.ConfigParser(interpolation=None)
+    config[REPO_ID] = {
+        "name": f"{options.label} packages",
+        "baseurl": base,
+        "enabled": "1",
+        "gpgcheck": "1" if signed else "0",
+        "repo_gpgcheck": "1" if signed else "0",
+    }
+    if signed:
+        config[REPO_ID]["gpgkey"] = f"{base}/repodata/repomd.xml.key"
+    text = io.StringIO()
+    config.write(text, space_around_delimiters=False)
+    (repo_root / f"{REPO_ID}.repo").write_text(text.getvalue())

@@ -1,0 +1,193 @@
+"""The store: content-addressed artifacts plus a SQLite database of what was built from what.
+
+A build key is the sha256 of every input that changes the output, so "already built" is one set
+lookup and a changed input (driver source, headers, builder image, recipe) is a new key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from repogen.fetch import UrlIndex
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS downloads (
+    url TEXT PRIMARY KEY, sha256 TEXT NOT NULL, size INTEGER NOT NULL, fetched_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS builds (
+    build_key TEXT PRIMARY KEY, job_id TEXT NOT NULL, status TEXT NOT NULL,
+    artifact_sha256 TEXT, size INTEGER, image_id TEXT, toolchain TEXT, vermagic TEXT,
+    kernel_release TEXT, kernel_config_sha256 TEXT, inputs TEXT NOT NULL,
+    started_at REAL, finished_at REAL, seconds REAL, log_path TEXT, error TEXT);
+CREATE INDEX IF NOT EXISTS builds_job ON builds(job_id);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY, last_key TEXT NOT NULL, last_status TEXT NOT NULL, good_key TEXT);
+CREATE TABLE IF NOT EXISTS sources (
+    location TEXT NOT NULL, version TEXT NOT NULL, sha256 TEXT NOT NULL, fetched_at REAL NOT NULL,
+    PRIMARY KEY (location, version));
+"""
+
+
+@dataclass(frozen=True)
+class BuildRecord:
+    build_key: str
+    job_id: str
+    status: str
+    artifact_sha256: str | None
+    size: int | None
+    image_id: str | None
+    toolchain: str | None
+    vermagic: str | None
+    kernel_release: str | None
+    kernel_config_sha256: str | None
+    inputs: str
+    started_at: float | None
+    finished_at: float | None
+    seconds: float | None
+    log_path: str | None
+    error: str | None
+
+
+class Store(UrlIndex):
+    """``<home>/state.db`` and ``<home>/store/sha256/<ab>/<digest>``; safe to use from threads."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.objects = home / "store" / "sha256"
+        home.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        with self._write_lock:
+            self._connection().executescript(SCHEMA)
+
+    # -- database -------------------------------------------------------------------------------
+    def _connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.home / "state.db", timeout=60, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        conn = self._connection()
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    # -- UrlIndex -------------------------------------------------------------------------------
+    def get(self, url: str) -> str | None:
+        row = self._connection().execute("SELECT sha256 FROM downloads WHERE url=?", (url,)).fetchone()
+        return row[0] if row else None
+
+    def put(self, url: str, sha256: str, size: int) -> None:
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO downloads VALUES (?,?,?,?)", (url, sha256, size, time.time()))
+
+    def drop(self, url: str) -> None:
+        with self._db() as db:
+            db.execute("DELETE FROM downloads WHERE url=?", (url,))
+
+    def url_digests(self) -> dict[str, str]:
+        return dict(self._connection().execute("SELECT url, sha256 FROM downloads").fetchall())
+
+    # -- driver sources ---------------------------------------------------------------------------
+    def source_digest(self, location: str, version: str) -> str | None:
+        row = self._connection().execute(
+            "SELECT sha256 FROM sources WHERE location=? AND version=?", (location, version)).fetchone()
+        return row[0] if row else None
+
+    def record_source(self, location: str, version: str, sha256: str) -> None:
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO sources VALUES (?,?,?,?)", (location, version, sha256, time.time()))
+
+    # -- artifacts ------------------------------------------------------------------------------
+    def object_path(self, digest: str) -> Path:
+        return self.objects / digest[:2] / digest
+
+    def put_object(self, path: Path) -> tuple[str, int]:
+        """Copy a file into the content-addressed store (read-only); returns (sha256, size)."""
+        h = hashlib.sha256()
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+        digest = h.hexdigest()
+        final = self.object_path(digest)
+        if not final.exists():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = final.with_name(f".{digest}.tmp{os.getpid()}-{threading.get_ident()}")
+            shutil.copyfile(path, tmp)
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, final)
+        return digest, final.stat().st_size
+
+    def verify_object(self, digest: str) -> bool:
+        path = self.object_path(digest)
+        if not path.is_file():
+            return False
+        h = hashlib.sha256()
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+        return h.hexdigest() == digest
+
+    # -- builds ---------------------------------------------------------------------------------
+    def record_build(self, record: BuildRecord) -> None:
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO builds VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                       tuple(record.__dict__.values()))
+            good = record.build_key if record.status == "ok" else None
+            db.execute(
+                "INSERT INTO jobs VALUES (?,?,?,?) ON CONFLICT(job_id) DO UPDATE SET last_key=excluded.last_key,"
+                " last_status=excluded.last_status, good_key=COALESCE(excluded.good_key, jobs.good_key)",
+                (record.job_id, record.build_key, record.status, good))
+
+    def forget_build(self, build_key: str) -> None:
+        """Make a build count as not done (``--rebuild``), keeping its history row."""
+        with self._db() as db:
+            db.execute("UPDATE builds SET status='discarded' WHERE build_key=?", (build_key,))
+            db.execute("UPDATE jobs SET good_key=NULL WHERE good_key=?", (build_key,))
+
+    def ok_keys(self) -> set[str]:
+        rows = self._connection().execute("SELECT build_key FROM builds WHERE status='ok'").fetchall()
+        return {r[0] for r in rows}
+
+    def job_states(self) -> dict[str, tuple[str, str, str | None]]:
+        """job_id -> (last key, last status, last good key)."""
+        rows = self._connection().execute("SELECT job_id, last_key, last_status, good_key FROM jobs")
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    def build(self, build_key: str) -> BuildRecord | None:
+        row = self._connection().execute("SELECT * FROM builds WHERE build_key=?", (build_key,)).fetchone()
+        return BuildRecord(*row) if row else None
+
+    def builds(self, keys: list[str]) -> dict[str, BuildRecord]:
+        out: dict[str, BuildRecord] = {}
+        conn = self._connection()
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            rows = conn.execute(f"SELECT * FROM builds WHERE build_key IN ({','.join('?' * len(chunk))})", chunk)
+            for row in rows:
+                out[row[0]] = BuildRecord(*row)
+        return out
+
+
+def build_key(inputs: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
