@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Idempotent set-up on a fresh Debian 12 machine (as root): system packages, the Python package,
+# a running Docker engine, the builder images, and real kernel headers in a local mirror.
+#   scripts/setup.sh            everything
+#   scripts/setup.sh --no-images  skip the builder images
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+PACKAGES=(docker.io debootstrap dnf rpm rpm2cpio cpio createrepo-c apt-utils dpkg-dev gnupg xz-utils zstd
+          python3-pip python3-venv curl ca-certificates)
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}" >/dev/null
+elif [ ! -d /var/lib/apt/lists ] || [ -z "$(ls /var/lib/apt/lists 2>/dev/null | grep -v lock)" ]; then
+    $SUDO apt-get update -q
+fi
+
+log "installing repogen (pip install -e .[test])"
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[test]"
+
+log "ensuring the Docker engine runs"
+"$ROOT/scripts/ensure-docker.sh"
+
+if [ "${1:-}" != "--no-images" ]; then
+    log "builder images (debootstrap + docker import, then toolchains)"
+    repogen images bootstrap --suite bookworm
+    repogen images build gcc12
+fi

@@ -1,0 +1,141 @@
+"""Shared fixtures: a real Docker engine, the builder image, real Debian kernel headers on 127.0.0.1.
+
+The headers come from this machine's apt configuration (`apt-get download`) into a persistent
+cache (``$REPOGEN_TEST_CACHE``, default ``~/.cache/repogen-tests``) and are served by a local HTTP
+server for the whole session, so builds fetch them over HTTP exactly as in production.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples" / "drivers"
+CACHE = Path(os.environ.get("REPOGEN_TEST_CACHE", Path.home() / ".cache" / "repogen-tests"))
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+@dataclass
+class Mirror:
+    base_url: str
+    directory: Path
+    kernels: list[dict[str, Any]]  # kernels.yaml entries (with sha256), newest first
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Any:
+    subprocess.run([str(ROOT / "scripts" / "ensure-docker.sh")], check=True, timeout=120)
+    from repogen import container
+
+    return container.connect()
+
+
+@pytest.fixture(scope="session")
+def builder_image(docker_client: Any) -> str:
+    """The gcc12 builder image id, bootstrapping and building it when missing (a minute or two)."""
+    from repogen import images
+
+    chain = images.toolchains()["gcc12"]
+    logs = CACHE / "image-logs"
+    if images.image_id(docker_client, chain.base_tag) is None:
+        images.bootstrap(docker_client, chain.suite, None, logs / "bootstrap.log")
+    found = images.image_id(docker_client, chain.tag)
+    return found or images.build(docker_client, chain, logs / "build.log")
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Iterator[Mirror]:
+    from repogen.serve import serve_in_thread
+
+    directory = CACHE / "mirror"
+    directory.mkdir(parents=True, exist_ok=True)
+    server, base_url = serve_in_thread(directory)
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "debian_headers.py"), "--count", "3", "--dest", str(directory),
+             "--base-url", base_url, "--json"], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        kernels = json.loads(proc.stdout)
+        for k in kernels:
+            k.pop("uname_r", None)
+        yield Mirror(base_url, directory, kernels)
+    finally:
+        server.shutdown()
+
+
+def kernels_yaml(kernels: list[dict[str, Any]]) -> str:
+    lines = ["kernels:"]
+    for k in kernels:
+        lines += [f"  - target: {k['target']}", f"    kernelrelease: {k['kernelrelease']}",
+                  f"    kernelversion: \"{k['kernelversion']}\"", f"    architecture: {k['architecture']}",
+                  "    headers:"]
+        for h in k["headers"]:
+            if isinstance(h, str):
+                lines.append(f"      - {h}")
+            else:
+                lines += [f"      - url: {h['url']}"] + ([f"        sha256: {h['sha256']}"] if h.get("sha256") else [])
+    return "\n".join(lines) + "\n"
+
+
+def driver_yaml(name: str, version: str, path: Path, recipe: str, kinds: str = "[kmod, ebpf]") -> str:
+    return textwrap.dedent(f"""\
+        - name: {name}
+          version: {version}
+          source: {{path: {path}}}
+          recipe: {recipe}
+          kinds: {kinds}
+    """)
+
+
+def write_config(directory: Path, drivers: list[str], kernels: list[dict[str, Any]], extra: str = "") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    body = "drivers:\n" + "".join(textwrap.indent(d, "  ") for d in drivers) + kernels_yaml(kernels) + extra
+    path = directory / "kernels.yaml"
+    path.write_text(body)
+    return path
+
+
+LIBS_MINI = EXAMPLES / "falco-libs-mini"
+HELLO_KBUILD = EXAMPLES / "hello-kbuild"
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+class Repogen:
+    """Runs the real ``repogen`` command (a subprocess) with its own state directory."""
+
+    def __init__(self, home: Path, config: Path | None = None) -> None:
+        self.home = home
+        self.config = config
+
+    def __call__(self, *args: str, timeout: float = 900, env: dict[str, str] | None = None) -> Result:
+        cmd = [sys.executable, "-m", "repogen", "--home", str(self.home)]
+        if self.config is not None:
+            cmd += ["-c", str(self.config)]
+        proc = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, **(env or {})})
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def repogen(tmp_path: Path) -> Repogen:
+    return Repogen(tmp_path / "home")
