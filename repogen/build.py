@@ -41,7 +41,9 @@ class Home:
     def __init__(self, path: Path) -> None:
         self.path = path.absolute()
         self.store = Store(self.path)
-        self.downloads = DownloadCache(self.path / "cache" / "downloads", self.store)
+        self.downloads = DownloadCache(self.path / "cache" / "downloads", self.store,
+                                       timeout=float(os.environ.get("REPOGEN_FETCH_TIMEOUT", "60")),
+                                       retries=int(os.environ.get("REPOGEN_FETCH_RETRIES", "2")))
         self.headers = HeadersCache(self.path / "cache" / "kernels")
         self.sources = SourceCache(self.path / "cache" / "sources", self.downloads)
         self.prepared = self.path / "cache" / "prepared"
