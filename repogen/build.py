@@ -310,7 +310,7 @@ class Builder:
         work = scratch / "work"
         shutil.copytree(prepared / recipe.kbuild_dirs[job.kind], work, symlinks=True)
         if os.getuid() == 0:  # the container runs as uid 1000: let it write the copy
-            for dirpath, dirnames, filenames in os.walk(work):
+            for dirpath, _dirnames, filenames in os.walk(work):
                 os.chmod(dirpath, 0o777)
                 for name in filenames:
                     os.chmod(os.path.join(dirpath, name), 0o666)

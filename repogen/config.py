@@ -418,13 +418,13 @@ def parse(path: Path) -> Config:
             driver = _parse_driver(d, i, base, errs)
             if driver is None:
                 continue
-            key = (driver.name, driver.version)
-            if key in first_driver_line:
-                f, line = first_driver_line[key]
+            driver_key = (driver.name, driver.version)
+            if driver_key in first_driver_line:
+                f, line = first_driver_line[driver_key]
                 errs.add(d, f"drivers[{i}]", f"duplicate driver {driver.name} {driver.version} "
                          f"(first at {f}:{line})")
                 continue
-            first_driver_line[key] = (d.file, d.line)
+            first_driver_line[driver_key] = (d.file, d.line)
             drivers.append(driver)
         for i, k in enumerate(_sequence(items["kernels"], "kernels", errs) if "kernels" in items else []):
             kernel = _parse_kernel(k, i, errs)
@@ -443,8 +443,8 @@ def parse(path: Path) -> Config:
                 "pids": lambda n, f: _int(n, f, errs, minimum=16),
             })
             settings["packages"] = _parse_section(items, "packages", errs, {
-                "deb": lambda n, f: _globs(n, f, errs, base),
-                "rpm": lambda n, f: _globs(n, f, errs, base),
+                "deb": lambda n, f, base=base: _globs(n, f, errs, base),
+                "rpm": lambda n, f, base=base: _globs(n, f, errs, base),
                 "suite": lambda n, f: _path_safe(n, f, errs),
                 "component": lambda n, f: _path_safe(n, f, errs),
                 "origin": lambda n, f: _scalar(n, f, errs),
@@ -457,8 +457,8 @@ def parse(path: Path) -> Config:
             })
             settings["signing"] = _parse_section(items, "signing", errs, {
                 "key": lambda n, f: _scalar(n, f, errs),
-                "key-file": lambda n, f: str(base / (_scalar(n, f, errs) or "")),
-                "homedir": lambda n, f: str(base / (_scalar(n, f, errs) or "")),
+                "key-file": lambda n, f, base=base: str(base / (_scalar(n, f, errs) or "")),
+                "homedir": lambda n, f, base=base: str(base / (_scalar(n, f, errs) or "")),
                 "passphrase-env": lambda n, f: _scalar(n, f, errs),
             })
     if not errs.errors and not drivers:
@@ -474,7 +474,8 @@ def parse(path: Path) -> Config:
     packages = dict(settings.get("packages", {}))
     if "grace_period" in packages:
         packages["grace_seconds"] = packages.pop("grace_period")
-    return Config(files=tuple(files), includes=tuple(patterns), drivers=tuple(drivers), kernels=tuple(kernels), limits=limits,
+    return Config(files=tuple(files), includes=tuple(patterns), drivers=tuple(drivers), kernels=tuple(kernels),
+                  limits=limits,
                   packages=PackagesConfig(**packages), signing=SigningConfig(**settings.get("signing", {})))
 
 
@@ -509,7 +510,7 @@ def load(path: Path, cache_dir: Path | None = None) -> Config:
         # Re-expand the include globs so a file added to kernels.d/ is noticed; a changed main
         # file (and so changed globs) shows in the digest.
         if cached_files == _expand(path, cached_config.includes) and _digest_files(cached_files) == cached_digest:
-            return cached_config  # type: ignore[no-any-return]
+            return cached_config
     except (OSError, pickle.PickleError, EOFError, ValueError, TypeError, AttributeError):
         pass
     config = parse(path)

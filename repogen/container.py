@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -96,19 +97,15 @@ def run(
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
             timed_out = True
             exit_code = -1
-            try:
+            with contextlib.suppress(docker.errors.APIError):
                 container.kill()
-            except docker.errors.APIError:
-                pass
             container.wait(timeout=60)
         output = container.logs(stdout=True, stderr=True).decode(errors="replace")
         state = client.api.inspect_container(container.id)["State"]
         oom = bool(state.get("OOMKilled"))
     finally:
-        try:
+        with contextlib.suppress(docker.errors.APIError):
             container.remove(force=True)
-        except docker.errors.APIError:
-            pass
     seconds = time.monotonic() - started
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("a", encoding="utf-8") as log:

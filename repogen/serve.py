@@ -11,7 +11,7 @@ from pathlib import Path
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     """Static files only; ``site`` is resolved on every request so an atomic swap is seen at once."""
 
-    extensions_map = {
+    extensions_map = {  # noqa: RUF012 - the base class declares it an instance variable
         **http.server.SimpleHTTPRequestHandler.extensions_map,
         ".json": "application/json",
         ".asc": "text/plain",

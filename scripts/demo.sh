@@ -10,6 +10,7 @@ SITE_PORT=${REPOGEN_DEMO_SITE_PORT:-8093}
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 scripts/setup.sh
+export PATH="$ROOT/.venv/bin:$PATH"
 mkdir -p "$DEMO"
 
 # (Re)start a background process by pid file, so running the demo twice is fine.

@@ -25,8 +25,15 @@ elif [ ! -d /var/lib/apt/lists ] || [ -z "$(ls /var/lib/apt/lists 2>/dev/null | 
     $SUDO apt-get update -q
 fi
 
-log "installing repogen (pip install -e .[test])"
-python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[test]"
+# A virtual environment per checkout, so two clones never fight over which `repogen` is installed.
+# --system-site-packages reuses what the machine already has; pip adds only what is missing.
+if [ ! -x .venv/bin/python ]; then
+    log "creating .venv"
+    python3 -m venv --system-site-packages .venv
+fi
+log "installing repogen into .venv (pip install -e .[test])"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+export PATH="$ROOT/.venv/bin:$PATH"
 
 log "ensuring the Docker engine runs"
 "$ROOT/scripts/ensure-docker.sh"

@@ -110,8 +110,8 @@ def test_unpinned_tarball_is_refetched_and_rebuilt_when_its_content_changes(
     server, base = serve_in_thread(served)
     try:
         config = write_config(tmp_path, [
-            "- name: hello_repogen\n  version: main\n  source: {url: %s/main.tar.gz}\n  recipe: kbuild\n"
-            "  kinds: [kmod]\n" % base], mirror.kernels[:1])
+            f"- name: hello_repogen\n  version: main\n  source: {{url: {base}/main.tar.gz}}\n  recipe: kbuild\n"
+            "  kinds: [kmod]\n"], mirror.kernels[:1])
         repogen = Repogen(tmp_path / "home", config)
         assert repogen("build", "--json").json["built"] == 1
         again = repogen("build", "--json").json

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from repogen.model import Driver, Kind
 from repogen.recipes import Recipe
 
 
 class FalcosecurityLibs(Recipe):
     name = "falcosecurity-libs"
-    kbuild_dirs = {Kind.kmod: "build/src", Kind.ebpf: "build/bpf/src"}
+    kbuild_dirs: ClassVar[dict[Kind, str]] = {Kind.kmod: "build/src", Kind.ebpf: "build/bpf/src"}
 
     @classmethod
     def output(cls, driver: Driver, kind: Kind) -> str:

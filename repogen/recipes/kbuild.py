@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from repogen.model import Driver, Kind
 from repogen.recipes import Recipe
 
 
 class Kbuild(Recipe):
     name = "kbuild"
-    kbuild_dirs = {Kind.kmod: "src", Kind.ebpf: "src"}
+    kbuild_dirs: ClassVar[dict[Kind, str]] = {Kind.kmod: "src", Kind.ebpf: "src"}
     needs_prepare = False
 
     @classmethod
