@@ -33,15 +33,13 @@ restart mirror python3 -m http.server --bind 127.0.0.1 --directory "$DEMO/mirror
 wait_http "http://127.0.0.1:$MIRROR_PORT/"
 
 if [ ! -f "$DEMO/signing-key.asc" ]; then
-    log "making a demo signing key"
-    python3 -c "
-import sys; from pathlib import Path; sys.path.insert(0, 'tests')
-from gpgkeys import export_secret_key, make_test_key, stop_agent
-home = Path('$DEMO/gnupg')
-fpr = make_test_key(home, 'repogen demo')
-export_secret_key(home, fpr, Path('$DEMO/signing-key.asc'))
-stop_agent(home)
-" || true
+    log "making a demo signing key (a real deployment names its own: signing: in kernels.yaml)"
+    mkdir -p "$DEMO/gnupg" && chmod 700 "$DEMO/gnupg"
+    gpg --batch --homedir "$DEMO/gnupg" --pinentry-mode loopback --passphrase '' \
+        --quick-gen-key "repogen demo <demo@repogen.invalid>" ed25519 sign never 2>/dev/null
+    gpg --batch --homedir "$DEMO/gnupg" --armor --export-secret-keys >"$DEMO/signing-key.asc.tmp"
+    mv "$DEMO/signing-key.asc.tmp" "$DEMO/signing-key.asc"
+    gpgconf --homedir "$DEMO/gnupg" --kill gpg-agent || true
 fi
 SIGN=()
 [ -f "$DEMO/signing-key.asc" ] && SIGN=(--sign-key-file "$DEMO/signing-key.asc")

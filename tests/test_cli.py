@@ -1,0 +1,61 @@
+"""The command line itself: help everywhere, machine output, and how the images are chosen."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import HELLO_KBUILD, Repogen, driver_yaml, write_config
+
+from repogen import images
+from repogen.cli import cli
+from repogen.model import Header, Kernel
+
+COMMANDS = [[], ["validate"], ["plan"], ["build"], ["publish"], ["serve"], ["images"], ["images", "build"],
+            ["images", "bootstrap"], ["images", "list"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "repogen")
+def test_every_command_has_help(command: list[str]) -> None:
+    result = CliRunner().invoke(cli, [*command, "--help"])
+    assert result.exit_code == 0
+    assert "Usage:" in result.output and "--help" in result.output
+
+
+def test_console_script_is_installed() -> None:
+    proc = subprocess.run([sys.executable, "-m", "repogen", "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "version" in proc.stdout
+
+
+def _kernel(release: str, builder: str | None = None) -> Kernel:
+    return Kernel("debian", release, "1", "x86_64", (Header("http://127.0.0.1/x.deb"),), builder=builder)
+
+
+def test_toolchain_is_chosen_by_kernel_version_and_overridable() -> None:
+    assert images.choose(_kernel("6.1.170-3-amd64")).name == "gcc12"
+    assert images.choose(_kernel("5.10.0-1")).name == "gcc10"
+    assert images.choose(_kernel("4.19.0-1")).name == "gcc8"
+    assert images.choose(_kernel("6.1.170-3-amd64", builder="gcc10")).name == "gcc10"
+
+
+def test_validate_json_and_plan_json(tmp_path: Path, mirror) -> None:
+    config = write_config(tmp_path, [driver_yaml("hello_repogen", "0.1.0", HELLO_KBUILD, "kbuild")], mirror.kernels)
+    repogen = Repogen(tmp_path / "home", config)
+    valid = repogen("validate", "--json")
+    assert valid.code == 0 and valid.json == {"ok": True, "files": [str(config)], "drivers": 1, "kernels": 3,
+                                               "jobs": 6}
+    plan = repogen("plan", "--json")
+    assert plan.code == 0
+    assert plan.json["total"] == 6 and len(plan.json["jobs"]) == 6
+    assert {j["state"] for j in plan.json["jobs"]} == {"missing"}
+
+
+def test_images_list_json(docker_client, builder_image: str) -> None:
+    result = Repogen(Path("/nonexistent"))("images", "list", "--json")
+    rows = json.loads(result.out)
+    gcc12 = next(r for r in rows if r["toolchain"] == "gcc12")
+    assert gcc12["id"] == builder_image and gcc12["image"] == "repogen/builder:gcc12"
