@@ -7,6 +7,7 @@ thread pool, and a failed job is recorded and never stops the others.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -54,6 +55,8 @@ class Home:
 
 # -- planning ------------------------------------------------------------------------------------
 
+#: built: done with these exact inputs; missing: never built; changed: built from other inputs;
+#: failed: the last attempt failed; unknown: built before, but the inputs cannot be known yet.
 STATES = ("built", "missing", "changed", "failed", "unknown")
 
 
@@ -67,15 +70,20 @@ class Planned:
     error: str | None = None
 
 
+@functools.cache
+def _script_digest(recipe_name: str) -> str:
+    return hashlib.sha256(recipes.get(recipe_name).script().encode()).hexdigest()
+
+
 def _inputs(job: Job, source_digest: str, header_digests: list[str], image_id: str) -> dict[str, Any]:
-    recipe = recipes.get(job.driver.recipe)
+    """Everything that changes a build's output; its hash is the build key."""
     return {
         "format": BUILD_FORMAT,
         "name": job.driver.name,
         "version": job.driver.version,
         "kind": job.kind.value,
         "recipe": job.driver.recipe,
-        "recipe_script": hashlib.sha256(recipe.script().encode()).hexdigest(),
+        "recipe_script": _script_digest(job.driver.recipe),
         "source": source_digest,
         "headers": header_digests,
         "image": image_id,
@@ -125,9 +133,9 @@ def plan(home: Home, jobs: list[Job], image_ids: dict[str, str]) -> list[Planned
         elif last and last[1] == "failed" and (key is None or last[0] == key):
             state = "failed"
         elif last and last[2]:
-            state = "changed"
-        elif key is None and last is None:
-            state = "missing"
+            # Built before: with a computable key the inputs changed; without one (no builder image,
+            # headers never fetched), build will tell.
+            state = "changed" if key else "unknown"
         else:
             state = "missing"
         out.append(Planned(job, chain.name, image_id, key, state,
@@ -220,7 +228,7 @@ class Builder:
             return source.root
         key = build_key({"source": source.digest, "recipe": recipe.name, "name": job.driver.name,
                          "version": job.driver.version, "image": image_id,
-                         "script": hashlib.sha256(recipe.script().encode()).hexdigest()})[:32]
+                         "script": _script_digest(recipe.name)})[:32]
         with self._guard:
             lock = self._prepare_locks.setdefault(key, threading.Lock())
         with lock:
