@@ -147,7 +147,8 @@ def plan(ctx: Ctx, only: tuple[str, ...], shard: str | None, as_json: bool, show
     if not ids:
         err.print("[yellow]note:[/] no builder image found (or Docker is not running): "
                   "build keys cannot be computed yet")
-    out.print(", ".join(f"{counts.get(s, 0)} {s}" for s in ("built", "missing", "changed", "failed", "unknown") if counts.get(s) or s != "unknown")
+    shown = [s for s in ("built", "missing", "changed", "failed", "unknown") if counts.get(s) or s != "unknown"]
+    out.print(", ".join(f"{counts.get(s, 0)} {s}" for s in shown)
               + f" of {len(planned)} jobs")
 
 

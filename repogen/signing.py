@@ -169,7 +169,7 @@ class Signer:
         args = ["--export-options", "export-minimal", "--export"]
         if armor:
             args.insert(0, "--armor")
-        key = self._gpg(args + [self._fingerprint]).stdout
+        key = self._gpg([*args, self._fingerprint]).stdout
         if not key:
             raise PublishError(f"gpg exported no public key for {self._fingerprint}")
         return key

@@ -61,7 +61,7 @@ def pool_prefix(source: str) -> str:
     return source[:4] if source.startswith("lib") and len(source) > 3 else source[0]
 
 
-def read_deb(path: Path, sha256: str, component: str = "main") -> DebRecord:
+def read_deb(path: Path, sha256: str | None = None, component: str = "main") -> DebRecord:
     """Read a .deb's control data and hashes; anything malformed is the named file's fault."""
     try:
         package = DebFile(str(path))
@@ -78,7 +78,7 @@ def read_deb(path: Path, sha256: str, component: str = "main") -> DebRecord:
             size += len(block)
             for digest in hashes.values():
                 digest.update(block)
-    if hashes["sha256"].hexdigest() != sha256:
+    if sha256 is not None and hashes["sha256"].hexdigest() != sha256:
         raise PublishError(f"{path}: changed while being published")
     if size not in (expected_size, expected_size - members[-1].size % 2):
         raise PublishError(f"{path}: not a valid .deb package (truncated: {size} bytes, expected {expected_size})")
@@ -90,13 +90,13 @@ def read_deb(path: Path, sha256: str, component: str = "main") -> DebRecord:
         raise PublishError(f"{path}: invalid Source name {source!r} (it would not be a safe pool path)")
     upstream = version.split(":", 1)[-1]
     pool_path = f"pool/{component}/{pool_prefix(source)}/{source}/{name}_{upstream}_{arch}.deb"
-    stanza = deb822.Packages(control)
-    stanza["Filename"] = pool_path
-    stanza["Size"] = str(size)
-    stanza["MD5sum"] = hashes["md5"].hexdigest()
-    stanza["SHA1"] = hashes["sha1"].hexdigest()
-    stanza["SHA256"] = sha256
-    return DebRecord(sha256, name, version, arch, size, pool_path, stanza.dump())
+    # The control paragraph becomes the Packages stanza: deb822 keeps its field order and folding.
+    control["Filename"] = pool_path
+    control["Size"] = str(size)
+    control["MD5sum"] = hashes["md5"].hexdigest()
+    control["SHA1"] = hashes["sha1"].hexdigest()
+    control["SHA256"] = hashes["sha256"].hexdigest()
+    return DebRecord(control["SHA256"], name, version, arch, size, pool_path, control.dump())
 
 
 def _field(path: Path, control: deb822.Deb822, name: str, pattern: re.Pattern[str]) -> str:
@@ -187,7 +187,7 @@ def _write_packages(dist: Path, component: str, architectures: list[str],
                for arch in architectures}
     with ThreadPoolExecutor(max_workers=2) as pool:  # zlib and lzma release the GIL
         compressed = {
-            arch: (pool.submit(gzip.compress, data, 9, mtime=0), pool.submit(lzma.compress, data,
+            arch: (pool.submit(gzip.compress, data, 6, mtime=0), pool.submit(lzma.compress, data,
                                                                              preset=XZ_PRESET))
             for arch, data in by_arch.items()
         }

@@ -12,7 +12,7 @@ import hashlib
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -176,47 +176,55 @@ def identify(
     paths: Sequence[Path],
     cache: PackageCache,
     kind: type[Record],
-    reader: Callable[[Path, str], Record],
+    reader: Callable[[Path, str | None], Record],
     stats: ReadStats,
     valid: Callable[[Record], bool] = lambda record: True,
 ) -> list[Record]:
     """A record for every path, in order, reading only the packages the cache has never seen.
 
-    ``reader(path, sha256)`` must be picklable (it may run in a worker process) and raise
-    ``PublishError`` for a file that is not a valid package. A cached record that ``valid`` rejects
-    (made under other options) is read again.
+    ``reader(path, sha256_or_None)`` must be picklable (it may run in a worker process), compute the
+    sha256 itself when given None, and raise ``PublishError`` for a file that is not a valid package.
+    A cached record that ``valid`` rejects (made under other options) is read again.
     """
     file_stats = [os.stat(path) for path in paths]
     digests = cache.known_digests(file_stats)
-    fresh: list[tuple[os.stat_result, str]] = []
-    for index, digest in enumerate(digests):
-        if digest is None:
-            digest = file_digest(paths[index])
-            digests[index] = digest
-            fresh.append((file_stats[index], digest))
-            stats.hashed += 1
-    known = {digest: record for digest, record in cache.get(kind, [d for d in digests if d is not None]).items()
-             if valid(record)}
-    to_read: dict[str, Path] = {}
-    for path, digest in zip(paths, digests, strict=True):
-        assert digest is not None
-        if digest not in known and digest not in to_read:
-            to_read[digest] = path
-    stats.cached += sum(1 for d in digests if d in known)
-    new_records = _read_all(list(to_read.items()), reader)
+    records: list[Record | None] = [None] * len(paths)
+
+    def lookup(indexes: list[int]) -> None:
+        found = cache.get(kind, [digests[i] for i in indexes if digests[i] is not None])
+        for i in indexes:
+            record = found.get(digests[i] or "")
+            if record is not None and valid(record):
+                records[i] = record
+                stats.cached += 1
+
+    lookup(list(range(len(paths))))
+    pending = [i for i, record in enumerate(records) if record is None]
+    unhashed = [i for i in pending if digests[i] is None]
+    # Hash before parsing, so a known package under a new name or inode is not parsed again.
+    # Reading a file releases the GIL: threads overlap the I/O.
+    with ThreadPoolExecutor(max_workers=4) as threads:
+        for i, digest in zip(unhashed, threads.map(file_digest, [paths[i] for i in unhashed]), strict=True):
+            digests[i] = digest
+    lookup(unhashed)
+    pending = [i for i in pending if records[i] is None]
+    if len(pending) < _PARALLEL_FROM or (os.cpu_count() or 1) < 2:
+        new_records = [reader(paths[i], digests[i]) for i in pending]
+    else:
+        new_records = _read_parallel([paths[i] for i in pending], [digests[i] for i in pending], reader)
+    for i, record in zip(pending, new_records, strict=True):
+        records[i] = record
+        digests[i] = record.sha256
     stats.read += len(new_records)
+    stats.hashed += len(unhashed)
     cache.put(new_records)
-    cache.remember_digests(fresh)
+    cache.remember_digests((file_stats[i], digests[i] or "") for i in unhashed)
     cache.commit()
-    known.update({record.sha256: record for record in new_records})
-    return [known[digest] for digest in digests if digest is not None]
+    return [record for record in records if record is not None]
 
 
-def _read_all(jobs: list[tuple[str, Path]], reader: Callable[[Path, str], Record]) -> list[Record]:
-    if len(jobs) < _PARALLEL_FROM or (os.cpu_count() or 1) < 2:
-        return [reader(path, digest) for digest, path in jobs]
+def _read_parallel(paths: list[Path], digests: list[str | None],
+                   reader: Callable[[Path, str | None], Record]) -> list[Record]:
     workers = min(os.cpu_count() or 1, 8)
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        paths = [path for _, path in jobs]
-        digests = [digest for digest, _ in jobs]
-        return list(pool.map(reader, paths, digests, chunksize=max(1, len(jobs) // (workers * 8))))
+        return list(pool.map(reader, paths, digests, chunksize=max(1, len(paths) // (workers * 8))))

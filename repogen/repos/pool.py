@@ -14,6 +14,7 @@ import os
 import shutil
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -134,25 +135,31 @@ def retain(
     return kept, removed
 
 
-def place(entries: Iterable[PoolEntry[Record]], repo_root: Path) -> list[tuple[os.stat_result, str]]:
+def place(entries: Sequence[PoolEntry[Record]], repo_root: Path) -> list[tuple[os.stat_result, str]]:
     """Put every package at its pool path: hard links from the live pool, copies of inputs.
 
     Inputs are copied, not linked: a later in-place rewrite of an input must not change a
     published file. Returns (stat, sha256) of the copies, so the cache knows them next time.
     """
-    copies: list[tuple[os.stat_result, str]] = []
-    made: set[Path] = set()
+    for parent in sorted({os.path.dirname(entry.record.pool_path) for entry in entries}):
+        os.makedirs(repo_root / parent, exist_ok=True)
+
+    copies: list[PoolEntry[Record]] = []
     for entry in entries:
+        # A plain loop: a link is one cheap syscall, far cheaper than a thread hand-off.
+        if not (entry.published and link_or_copy(entry.source, repo_root / entry.record.pool_path)):
+            copies.append(entry)
+
+    def copy(entry: PoolEntry[Record]) -> tuple[os.stat_result, str]:
         dest = repo_root / entry.record.pool_path
-        if dest.parent not in made:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            made.add(dest.parent)
-        if entry.published and link_or_copy(entry.source, dest):
-            continue
-        if not entry.published:
+        if not dest.exists():
             shutil.copyfile(entry.source, dest)
-            copies.append((os.stat(dest), entry.record.sha256))
-    return copies
+        return os.stat(dest), entry.record.sha256
+
+    if len(copies) < 16:
+        return [copy(entry) for entry in copies]
+    with ThreadPoolExecutor(max_workers=4) as pool:  # copying releases the GIL: overlap the I/O
+        return list(pool.map(copy, copies))
 
 
 def link_or_copy(source: Path, dest: Path) -> bool:

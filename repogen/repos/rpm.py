@@ -53,14 +53,14 @@ _COMPRESSION = {"gz": cr.GZ_COMPRESSION, "zstd": cr.ZSTD_COMPRESSION}
 _WRITERS = (("primary", cr.PrimaryXmlFile), ("filelists", cr.FilelistsXmlFile), ("other", cr.OtherXmlFile))
 
 
-def read_rpm(path: Path, sha256: str) -> RpmRecord:
+def read_rpm(path: Path, sha256: str | None = None) -> RpmRecord:
     """Read an .rpm's header with createrepo_c; anything malformed is the named file's fault."""
     try:
         package = cr.package_from_rpm(str(path), checksum_type=cr.SHA256, changelog_limit=10)
     except Exception as error:  # createrepo_c raises OSError / CreaterepoCError for damaged files
         message = str(error).split(":", 1)[-1].strip() or type(error).__name__
         raise PublishError(f"{path}: not a valid .rpm package ({message})") from None
-    if package.pkgId != sha256:
+    if sha256 is not None and package.pkgId != sha256:
         raise PublishError(f"{path}: changed while being published")
     expected_size = _signed_size(path, package.rpm_header_start)
     if expected_size is not None and expected_size != package.size_package:
@@ -77,7 +77,7 @@ def read_rpm(path: Path, sha256: str) -> RpmRecord:
     package.location_href = f"packages/{arch}/{name}-{version}-{release}.{arch}.rpm"
     package.location_base = None
     primary, filelists, other = cr.xml_dump(package)
-    return RpmRecord(sha256, name, values["epoch"] or "0", version, release, arch, package.size_package,
+    return RpmRecord(package.pkgId, name, values["epoch"] or "0", version, release, arch, package.size_package,
                      package.location_href, primary, filelists, other)
 
 
