@@ -244,10 +244,12 @@ def _packages(patterns: list[str]) -> list[Path]:
 @click.option("--rpm", "rpms", multiple=True, metavar="GLOB", help="Extra .rpm files or directories.")
 @click.option("--sign-key", metavar="ID", help="GnuPG key id or fingerprint to sign with.")
 @click.option("--sign-key-file", type=click.Path(path_type=Path), help="An exported secret key to sign with.")
+@click.option("--base-url", metavar="URL",
+              help="Where the tree will be served, for the ready .sources/.repo snippets (packages.base-url).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_ctx
 def publish(ctx: Ctx, site: Path, debs: tuple[str, ...], rpms: tuple[str, ...], sign_key: str | None,
-            sign_key_file: Path | None, as_json: bool) -> None:
+            sign_key_file: Path | None, base_url: str | None, as_json: bool) -> None:
     """Write the static tree (drivers, index.json, SHA256SUMS, APT and RPM repositories), atomically."""
     from repogen.publish import publish as do_publish
 
@@ -263,9 +265,9 @@ def publish(ctx: Ctx, site: Path, debs: tuple[str, ...], rpms: tuple[str, ...], 
         options = RepoOptions(suite=packages.suite, component=packages.component, origin=packages.origin,
                               label=packages.label, valid_until_days=packages.valid_until_days,
                               keep_versions=packages.keep_versions, grace_seconds=packages.grace_seconds,
-                              rpm_compression=packages.rpm_compression)
-        if packages.base_url and hasattr(options, "base_url"):
-            options.base_url = packages.base_url
+                              rpm_compression=packages.rpm_compression)  # type: ignore[arg-type]
+        if base_url or packages.base_url:
+            options.base_url = (base_url or packages.base_url or "").rstrip("/")
     if signer is None:
         err.print("[yellow]note:[/] no signing key configured: SHA256SUMS and the repositories are unsigned "
                   "(apt needs \\[trusted=yes], dnf gpgcheck=0 to accept them)")
@@ -275,6 +277,13 @@ def publish(ctx: Ctx, site: Path, debs: tuple[str, ...], rpms: tuple[str, ...], 
     result = {"site": str(site), "generation": str(report.generation), "artifacts": report.artifacts,
               "missing": len(report.missing), "signed": report.signed,
               "debs": len(deb_files), "rpms": len(rpm_files)}
+    if report.repos is not None:
+        for name in ("deb", "rpm"):
+            stats = getattr(report.repos, name)
+            if stats is not None:
+                result[f"{name}_repository"] = {"packages": stats.packages, "read": stats.read,
+                                                "cached": stats.cached, "added": stats.added,
+                                                "removed": stats.removed}
     if as_json:
         out.print_json(data=result)
     else:
@@ -282,6 +291,8 @@ def publish(ctx: Ctx, site: Path, debs: tuple[str, ...], rpms: tuple[str, ...], 
                   + (f" ({len(report.missing)} jobs not built yet)" if report.missing else "")
                   + (f", {len(deb_files)} .deb, {len(rpm_files)} .rpm" if deb_files or rpm_files else "")
                   + (", signed" if report.signed else ", unsigned"))
+        if report.repos is not None:
+            out.print(report.repos.summary())
 
 
 def _signer(ctx: Ctx, config: Config, key: str | None, key_file: Path | None) -> Any:

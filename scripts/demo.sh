@@ -51,7 +51,7 @@ repogen -c examples/kernels.yaml build
 log "repogen publish (drivers, plus stand-in Falco .deb/.rpm packages for the APT and RPM repositories)"
 scripts/example-packages.sh "$DEMO/packages" >/dev/null
 repogen -c examples/kernels.yaml publish --site site "${SIGN[@]}" \
-    --deb "$DEMO/packages/*.deb" --rpm "$DEMO/packages/*.rpm"
+    --deb "$DEMO/packages/*.deb" --rpm "$DEMO/packages/*.rpm" --base-url "http://127.0.0.1:$SITE_PORT"
 restart serve repogen serve --site site --port "$SITE_PORT"
 wait_http "http://127.0.0.1:$SITE_PORT/index.json"
 

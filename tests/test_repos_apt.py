@@ -1,0 +1,293 @@
+"""The APT repository, checked by the real apt-get over HTTP, plus incremental/retention/bad input."""
+
+from __future__ import annotations
+
+import gzip
+import lzma
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from debian import deb822
+
+from repogen.errors import PublishError
+from repogen.repos import RepoOptions, publish_repositories
+from repogen.repos.apt import XZ_PRESET
+from repogen.serve import serve_in_thread
+from repogen.signing import Signer
+from tests.gpgkeys import make_test_key, stop_agent
+from tests.pkgfactory import make_deb, truncated_copy
+
+pytestmark = pytest.mark.timeout(180)
+
+NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def signer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Signer]:
+    home = tmp_path_factory.mktemp("gnupg")
+    fingerprint = make_test_key(home)
+    yield Signer(fingerprint, homedir=home)
+    stop_agent(home)
+
+
+@pytest.fixture(scope="module")
+def debs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("debs")
+    return {
+        "foo1": make_deb(out, "foo", "1.0-1", "amd64"),
+        "foo2": make_deb(out, "foo", "2.0-1", "amd64", payload="two"),
+        "all": make_deb(out, "falco-rules", "1.0", "all"),
+        "arm": make_deb(out, "libfalco", "1.0", "arm64", source="falco"),
+    }
+
+
+def publish(site: Path, previous: Path | None, inputs: list[Path], signer: Signer | None, cache: Path,
+            now: datetime = NOW, **options: object):  # type: ignore[no-untyped-def]
+    return publish_repositories(site, previous, inputs, [], signer, cache, RepoOptions(**options), now=now)
+
+
+class Apt:
+    """apt-get with every directory it touches inside ``root`` (no system state, no lock)."""
+
+    def __init__(self, root: Path, base_url: str, *, signed_by: Path | None, trusted: bool = False) -> None:
+        self.root = root
+        for directory in ("state/lists/partial", "cache/archives/partial", "etc/sources.list.d",
+                          "etc/preferences.d", "etc/apt.conf.d", "etc/trusted.gpg.d", "log", "download"):
+            (root / directory).mkdir(parents=True, exist_ok=True)
+        (root / "state" / "status").touch()
+        source = deb822.Deb822()
+        source["Types"] = "deb"
+        source["URIs"] = f"{base_url}/deb"
+        source["Suites"] = "stable"
+        source["Components"] = "main"
+        if signed_by is not None:
+            source["Signed-By"] = str(signed_by)
+        if trusted:
+            source["Trusted"] = "yes"
+        (root / "etc" / "sources.list.d" / "test.sources").write_text(source.dump())
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+        options = {
+            "Dir": self.root, "Dir::State": self.root / "state",
+            "Dir::State::status": self.root / "state" / "status", "Dir::Cache": self.root / "cache",
+            "Dir::Etc": self.root / "etc", "Dir::Etc::SourceList": "/dev/null",
+            "Dir::Etc::SourceParts": self.root / "etc" / "sources.list.d",
+            "Dir::Etc::Trusted": "/dev/null", "Dir::Etc::TrustedParts": self.root / "etc" / "trusted.gpg.d",
+            "Dir::Etc::Parts": self.root / "etc" / "apt.conf.d", "Dir::Etc::Preferences": "/dev/null",
+            "Dir::Etc::PreferencesParts": self.root / "etc" / "preferences.d", "Dir::Log": self.root / "log",
+            "APT::Architecture": "amd64", "APT::Architectures::": "arm64", "Debug::NoLocking": "1",
+            "Acquire::Languages": "none", "APT::Sandbox::User": "root", "Acquire::Retries": "0",
+        }
+        command = ["apt-get", "-q"]
+        for key, value in options.items():
+            command += ["-o", f"{key}={value}"]
+        return subprocess.run([*command, *args], capture_output=True, text=True, timeout=120,
+                              cwd=self.root / "download")
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    site = tmp_path / "site"
+    server, base_url = serve_in_thread(site)
+    yield site, base_url
+    server.shutdown()
+
+
+def test_apt_get_downloads_from_signed_repository(served: tuple[Path, str], debs: dict[str, Path],
+                                                  signer: Signer, tmp_path: Path) -> None:
+    site, base_url = served
+    report = publish(site, None, list(debs.values()), signer, tmp_path / "cache", base_url=base_url)
+    assert report.signed and report.deb is not None and report.deb.packages == 4
+
+    keyring = site / "deb" / "repogen-archive-keyring.gpg"
+    apt = Apt(tmp_path / "apt", base_url, signed_by=keyring)
+    update = apt("update")
+    assert update.returncode == 0, update.stdout + update.stderr
+    assert "W:" not in update.stdout + update.stderr, update.stdout + update.stderr
+    download = apt("download", "foo", "falco-rules", "libfalco:arm64")
+    assert download.returncode == 0, download.stdout + download.stderr
+    fetched = sorted(p.name for p in (tmp_path / "apt" / "download").iterdir())
+    assert fetched == ["falco-rules_1.0_all.deb", "foo_2.0-1_amd64.deb", "libfalco_1.0_arm64.deb"]
+
+    release = deb822.Release((site / "deb" / "dists" / "stable" / "Release").read_text())
+    assert release["Architectures"] == "amd64 arm64"
+    assert release["Acquire-By-Hash"] == "yes"
+    assert release["Date"] == "Wed, 01 May 2024 12:00:00 GMT"
+    names = {entry["name"] for entry in release["SHA256"]}
+    assert "main/binary-arm64/Packages.xz" in names
+    arm = (site / "deb/dists/stable/main/binary-arm64/Packages").read_text()
+    assert "Package: falco-rules" in arm and "Filename: pool/main/f/falco/libfalco_1.0_arm64.deb" in arm
+    sources = deb822.Deb822((site / "deb" / "repogen.sources").read_text())
+    assert sources["URIs"] == f"{base_url}/deb"
+    assert sources["Signed-By"] == "/etc/apt/keyrings/repogen-archive-keyring.gpg"
+    assert (site / "deb" / "repogen-archive-keyring.asc").read_bytes().startswith(b"-----BEGIN PGP PUBLIC")
+
+
+def _tamper_packages(site: Path) -> None:
+    """Change one package's checksum in every copy of the amd64 index (plain, compressed, by-hash)."""
+    binary = site / "deb" / "dists" / "stable" / "main" / "binary-amd64"
+    text = (binary / "Packages").read_bytes()
+    at = text.index(b"SHA256: ") + len(b"SHA256: ")
+    tampered = text[:at] + (b"0" if text[at:at + 1] != b"0" else b"1") + text[at + 1:]  # same size
+    versions = {"Packages": tampered, "Packages.gz": gzip.compress(tampered, 6, mtime=0),
+                "Packages.xz": lzma.compress(tampered, preset=XZ_PRESET)}
+    for name, data in versions.items():
+        original = (binary / name).read_bytes()
+        for copy in [binary / name, *binary.glob("by-hash/*/*")]:
+            if copy.read_bytes() == original:
+                copy.unlink()
+                copy.write_bytes(data)
+
+
+def test_apt_refuses_tampered_packages_and_release(served: tuple[Path, str], debs: dict[str, Path],
+                                                   signer: Signer, tmp_path: Path) -> None:
+    site, base_url = served
+    publish(site, None, [debs["foo1"]], signer, tmp_path / "cache")
+    _tamper_packages(site)
+    apt = Apt(tmp_path / "apt", base_url, signed_by=site / "deb" / "repogen-archive-keyring.gpg")
+    update = apt("update")
+    assert update.returncode != 0
+    output = update.stdout + update.stderr
+    assert "Hash Sum mismatch" in output or "unexpected size" in output, output
+
+    shutil.rmtree(site)
+    publish(site, None, [debs["foo1"]], signer, tmp_path / "cache")
+    in_release = site / "deb" / "dists" / "stable" / "InRelease"
+    in_release.write_bytes(in_release.read_bytes().replace(b"Label: repogen", b"Label: evil!!"))
+    (site / "deb" / "dists" / "stable" / "Release.gpg").unlink()
+    apt2 = Apt(tmp_path / "apt2", base_url, signed_by=site / "deb" / "repogen-archive-keyring.gpg")
+    update = apt2("update")
+    assert update.returncode != 0
+    assert "BADSIG" in update.stdout + update.stderr or "invalid" in update.stdout + update.stderr
+
+
+def test_unsigned_repository_needs_trusted(served: tuple[Path, str], debs: dict[str, Path],
+                                           tmp_path: Path) -> None:
+    site, base_url = served
+    report = publish(site, None, [debs["foo1"]], None, tmp_path / "cache")
+    assert not report.signed and any("UNSIGNED" in note for note in report.notes)
+    assert not (site / "deb" / "dists" / "stable" / "InRelease").exists()
+    assert deb822.Deb822((site / "deb" / "repogen.sources").read_text())["Trusted"] == "yes"
+    refused = Apt(tmp_path / "apt", base_url, signed_by=None)("update")
+    assert refused.returncode != 0 and "is not signed" in refused.stdout + refused.stderr
+    trusting = Apt(tmp_path / "apt2", base_url, signed_by=None, trusted=True)
+    assert trusting("update").returncode == 0
+    assert trusting("download", "foo").returncode == 0
+
+
+def test_adding_one_package_reads_only_that_one(debs: dict[str, Path], signer: Signer, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    first = publish(tmp_path / "s1", None, [debs["foo1"], debs["all"]], signer, cache)
+    assert first.deb is not None and (first.deb.read, first.deb.cached) == (2, 0)
+    # The inputs no longer list foo1 and falco-rules: the pool keeps them published.
+    second = publish(tmp_path / "s2", tmp_path / "s1", [debs["arm"]], signer, cache)
+    assert second.deb is not None
+    assert (second.deb.read, second.deb.cached, second.deb.packages) == (1, 2, 3)
+    assert second.deb.added == ["pool/main/f/falco/libfalco_1.0_arm64.deb"]
+    pool_file = tmp_path / "s2/deb/pool/main/f/foo/foo_1.0-1_amd64.deb"
+    assert pool_file.stat().st_ino == (tmp_path / "s1/deb/pool/main/f/foo/foo_1.0-1_amd64.deb").stat().st_ino
+    # A fresh cache (lost state dir) still works, reading everything again.
+    third = publish(tmp_path / "s3", tmp_path / "s2", [], signer, tmp_path / "other-cache")
+    assert third.deb is not None and (third.deb.read, third.deb.packages) == (3, 3)
+
+
+def test_retention_keeps_newest_by_debian_version_order(signer: Signer, tmp_path: Path) -> None:
+    versions = ["1.0~rc1", "1.0", "1.10", "1.9", "2:0.1"]
+    inputs = [make_deb(tmp_path / "in", "falco", version, "amd64", payload=version) for version in versions]
+    inputs.append(make_deb(tmp_path / "in", "falco", "0.1", "arm64"))
+    report = publish(tmp_path / "s1", None, inputs[:4], signer, tmp_path / "cache", keep_versions=2)
+    assert report.deb is not None and report.deb.packages == 2
+    report = publish(tmp_path / "s2", tmp_path / "s1", inputs[4:], signer, tmp_path / "cache", keep_versions=2)
+    assert report.deb is not None
+    assert report.deb.removed == ["pool/main/f/falco/falco_1.9_amd64.deb"]
+    pool = sorted(p.name for p in (tmp_path / "s2/deb/pool").rglob("*.deb"))
+    assert pool == ["falco_0.1_amd64.deb", "falco_0.1_arm64.deb", "falco_1.10_amd64.deb"]
+    packages = (tmp_path / "s2/deb/dists/stable/main/binary-amd64/Packages").read_text()
+    assert "Version: 2:0.1" in packages and "Version: 1.9" not in packages
+
+
+def test_superseded_by_hash_files_survive_the_grace_period(debs: dict[str, Path], signer: Signer,
+                                                           tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    by_hash = "deb/dists/stable/main/binary-amd64/by-hash/SHA256"
+
+    def hashes(site: str) -> set[str]:
+        return {p.name for p in (tmp_path / site / by_hash).iterdir()}
+
+    publish(tmp_path / "s1", None, [debs["foo1"]], signer, cache, now=NOW)
+    publish(tmp_path / "s2", tmp_path / "s1", [debs["foo2"]], signer, cache, now=NOW + timedelta(hours=1))
+    assert hashes("s1") < hashes("s2") and len(hashes("s2")) == 6
+    third = publish(tmp_path / "s3", tmp_path / "s2", [debs["all"]], signer, cache,
+                    now=NOW + timedelta(days=2))
+    assert third.deb is not None and third.deb.carried_forward == 12  # 6 files x SHA256+SHA512, both older
+    fourth = publish(tmp_path / "s4", tmp_path / "s3", [], signer, cache, now=NOW + timedelta(days=3, hours=1))
+    assert hashes("s1").isdisjoint(hashes("s4"))  # superseded 3 days ago: gone
+    assert hashes("s2") - hashes("s1") <= hashes("s4")  # superseded 1 day ago: kept
+    assert fourth.deb is not None and fourth.deb.carried_forward == 6
+
+
+def test_valid_until_and_codename(debs: dict[str, Path], signer: Signer, tmp_path: Path) -> None:
+    publish(tmp_path / "s", None, [debs["foo1"]], signer, tmp_path / "c", valid_until_days=7,
+            codename="falco", architectures=["amd64", "arm64", "s390x"])
+    release = deb822.Release((tmp_path / "s/deb/dists/stable/Release").read_text())
+    assert release["Valid-Until"] == "Wed, 08 May 2024 12:00:00 GMT"
+    assert release["Codename"] == "falco" and release["Architectures"] == "amd64 arm64 s390x"
+
+
+# -- bad input: a clear PublishError naming the file, the live tree untouched ----------------------
+
+
+def _snapshot(tree: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in tree.rglob("*")}
+
+
+def test_file_that_is_not_a_package(tmp_path: Path) -> None:
+    bogus = tmp_path / "notes.deb"
+    bogus.write_text("this is not a package\n")
+    with pytest.raises(PublishError, match=r"notes\.deb: not a valid \.deb package"):
+        publish(tmp_path / "s", None, [bogus], None, tmp_path / "c")
+    text = tmp_path / "notes.txt"
+    text.write_text("x")
+    with pytest.raises(PublishError, match=r"notes\.txt: not a \.deb package"):
+        publish(tmp_path / "s", None, [text], None, tmp_path / "c")
+    with pytest.raises(PublishError, match=r"missing\.deb: package file does not exist"):
+        publish(tmp_path / "s", None, [tmp_path / "missing.deb"], None, tmp_path / "c")
+
+
+def test_truncated_deb(debs: dict[str, Path], tmp_path: Path) -> None:
+    for keep in (100, os.path.getsize(debs["foo1"]) - 200):
+        broken = truncated_copy(debs["foo1"], tmp_path / f"broken{keep}.deb", keep)
+        with pytest.raises(PublishError, match=rf"broken{keep}\.deb: not a valid \.deb package"):
+            publish(tmp_path / "s", None, [broken], None, tmp_path / "c")
+
+
+def test_same_version_different_contents_is_refused(debs: dict[str, Path], signer: Signer,
+                                                    tmp_path: Path) -> None:
+    rebuilt = make_deb(tmp_path / "rebuilt", "foo", "1.0-1", "amd64", payload="a rebuild")
+    with pytest.raises(PublishError, match=r"are both foo 1\.0-1 \(amd64\) but differ"):
+        publish(tmp_path / "s0", None, [debs["foo1"], rebuilt], None, tmp_path / "c")
+
+    publish(tmp_path / "live", None, [debs["foo1"]], signer, tmp_path / "c")
+    before = _snapshot(tmp_path / "live")
+    with pytest.raises(PublishError, match=r"rebuilt/foo_1\.0-1_amd64\.deb: foo 1\.0-1 \(amd64\) is already "
+                                           r"published .* never replaced"):
+        publish(tmp_path / "s1", tmp_path / "live", [rebuilt], signer, tmp_path / "c")
+    assert _snapshot(tmp_path / "live") == before
+    # The very same file again is fine (re-running a publish is idempotent).
+    report = publish(tmp_path / "s2", tmp_path / "live", [debs["foo1"]], signer, tmp_path / "c")
+    assert report.deb is not None and report.deb.packages == 1
+
+
+def test_name_that_would_escape_the_pool(tmp_path: Path) -> None:
+    for field, value in (("name", "../../../etc"), ("source", "../evil")):
+        kwargs = {"source": value} if field == "source" else {}
+        name = value if field == "name" else "fine"
+        evil = make_deb(tmp_path / field, name, "1.0", "amd64", file_name="evil.deb", nocheck=True, **kwargs)
+        with pytest.raises(PublishError, match=r"evil\.deb: invalid (Package|Source name) '\.\./"):
+            publish(tmp_path / "s", None, [evil], None, tmp_path / "c")
+        assert not (tmp_path / "etc").exists()
