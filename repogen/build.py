@@ -75,20 +75,28 @@ def _script_digest(recipe_name: str) -> str:
     return hashlib.sha256(recipes.get(recipe_name).script().encode()).hexdigest()
 
 
-def _inputs(job: Job, source_digest: str, header_digests: list[str], image_id: str) -> dict[str, Any]:
-    """Everything that changes a build's output; its hash is the build key."""
-    return {
-        "format": BUILD_FORMAT,
-        "name": job.driver.name,
-        "version": job.driver.version,
-        "kind": job.kind.value,
-        "recipe": job.driver.recipe,
-        "recipe_script": _script_digest(job.driver.recipe),
-        "source": source_digest,
-        "headers": header_digests,
-        "image": image_id,
-        "kernel": list(job.kernel.ident),
-    }
+@functools.cache
+def _driver_part(name: str, version: str, kind: str, recipe: str, source_digest: str) -> str:
+    return build_key({"format": BUILD_FORMAT, "name": name, "version": version, "kind": kind, "recipe": recipe,
+                      "recipe_script": _script_digest(recipe), "source": source_digest})
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _kernel_part(ident: tuple[str, ...], header_digests: tuple[str, ...]) -> str:
+    # Fields never hold NUL (validated), so joining on it is unambiguous.
+    return hashlib.sha256("\0".join((*ident, "", *header_digests)).encode()).hexdigest()
+
+
+def job_key(job: Job, source_digest: str, header_digests: list[str], image_id: str) -> str:
+    """The build key: a hash of everything that changes a build's output.
+
+    Driver side (name, version, kind, recipe and its script, source digest) and kernel side
+    (identifiers, header digests) are hashed once each and combined with the builder image id, so a
+    plan over tens of thousands of jobs costs one short hash per job.
+    """
+    driver = _driver_part(job.driver.name, job.driver.version, job.kind.value, job.driver.recipe, source_digest)
+    kernel = _kernel_part(job.kernel.ident, tuple(header_digests))
+    return hashlib.sha256(f"{driver}:{kernel}:{image_id}".encode()).hexdigest()
 
 
 def _known_source_digest(home: Home, driver: Driver, cache: dict[tuple[str, str], str | None]) -> str | None:
@@ -111,22 +119,25 @@ def plan(home: Home, jobs: list[Job], image_ids: dict[str, str]) -> list[Planned
     ok = home.store.ok_keys()
     states = home.store.job_states()
     source_digests: dict[tuple[str, str], str | None] = {}
-    chains: dict[tuple[str, str | None], images.Toolchain] = {}
+    chains: dict[tuple[tuple[int, ...], str | None], images.Toolchain] = {}
     failed_keys = [s[0] for s in states.values() if s[1] == "failed"]
     errors = {k: r.error for k, r in home.store.builds(failed_keys).items()} if failed_keys else {}
     out: list[Planned] = []
+    kernel = None
     for job in jobs:
-        kernel = job.kernel
-        chain_key = (kernel.kernelrelease, kernel.builder)
-        chain = chains.get(chain_key)
-        if chain is None:
-            chain = chains[chain_key] = images.choose(kernel)
-        image_id = image_ids.get(chain.tag)
+        if job.kernel is not kernel:  # jobs come kernel by kernel: resolve each kernel once
+            kernel = job.kernel
+            chain_key = (images.kernel_version(kernel.kernelrelease), kernel.builder)
+            chain = chains.get(chain_key)
+            if chain is None:
+                chain = chains[chain_key] = images.choose(kernel)
+            image_id = image_ids.get(chain.tag)
+            headers = [h.sha256 or url_digests.get(h.url) for h in kernel.headers]
+            headers_known = all(headers)
         source = _known_source_digest(home, job.driver, source_digests)
-        headers = [h.sha256 or url_digests.get(h.url) for h in kernel.headers]
         key = None
-        if image_id and source and all(headers):
-            key = build_key(_inputs(job, source, headers, image_id))  # type: ignore[arg-type]
+        if image_id and source and headers_known:
+            key = job_key(job, source, headers, image_id)  # type: ignore[arg-type]
         last = states.get(job.job_id)
         if key and key in ok:
             state = "built"
@@ -284,7 +295,7 @@ class Builder:
                                       "on a host with no registry)")
             source = self._source(job.driver)
             files = self._headers(job)
-            key = build_key(_inputs(job, source.digest, [f.sha256 for f in files], image_id))
+            key = job_key(job, source.digest, [f.sha256 for f in files], image_id)
             if not force and key in self.home.store.ok_keys():
                 return Result(job, "up-to-date", key=key)
             log_path = self._log_path(job, key)
@@ -299,7 +310,9 @@ class Builder:
             return Result(job, "built", time.time() - started, key, digest, log=str(log_path))
         except (RepogenError, VerificationError, OSError, docker.errors.DockerException) as exc:
             message = str(exc) if not isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
-            failed_key = key or build_key({"job": job.job_id, "unresolved": message})
+            # Before the key is known (a download failed), record under the key plan computes from the
+            # pinned digests, so `plan` shows this job as failed; else under a key of its own.
+            failed_key = key or planned.key or build_key({"job": job.job_id, "unresolved": message})
             self._record(job, failed_key, "failed", started, image_id, chain.name, log_path, error=message)
             return Result(job, "failed", time.time() - started, failed_key, error=message,
                           log=str(log_path) if log_path else None)

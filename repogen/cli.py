@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import sys
 from collections import Counter
@@ -13,14 +14,30 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from repogen import config as config_mod
 from repogen.errors import ConfigErrors, RepogenError
 from repogen.model import Config
 
-# Wide when not on a terminal, so logs and pipes get whole lines, not ellipses.
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+# No markup: messages carry make output and config values ("[...]" is data, not style), and lines are
+# never wrapped, so `file:line: field: message` stays one greppable line. Colour comes from Text styles.
+err = Console(stderr=True, highlight=False, markup=False, soft_wrap=True,
+              width=None if sys.stderr.isatty() else 200)
+out = Console(highlight=False, markup=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+
+
+def emit_json(data: Any) -> None:
+    """Machine output: plain JSON on stdout (rich's highlighter is far too slow for 40,000 rows)."""
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    return Text.assemble(*parts)
+
+
+def cells(*values: object) -> list[Text]:
+    return [v if isinstance(v, Text) else Text(str(v)) for v in values]
 
 HOME_ENV = "REPOGEN_HOME"
 
@@ -68,15 +85,15 @@ def validate(ctx: Ctx, as_json: bool) -> None:
         config = config_mod.parse(ctx.config_path)
     except ConfigErrors as exc:
         if as_json:
-            out.print_json(data={"ok": False, "errors": [
-                {"file": e.file, "line": e.line, "field": e.field, "message": e.message} for e in exc.errors]})
+            emit_json({"ok": False, "errors": [
+                {"file": e.file, "line": e.line, "field": e.field, "message": e.detail} for e in exc.errors]})
             sys.exit(2)
         raise
     summary = {"ok": True, "files": list(config.files), "drivers": len(config.drivers),
                "kernels": len(config.kernels),
                "jobs": sum(len(d.kinds) for d in config.drivers) * len(config.kernels)}
     if as_json:
-        out.print_json(data=summary)
+        emit_json(summary)
     else:
         out.print(f"{ctx.config_path}: ok: {summary['drivers']} driver versions x {summary['kernels']} kernels "
                   f"= {summary['jobs']} builds ({len(config.files)} files)")
@@ -131,7 +148,7 @@ def plan(ctx: Ctx, only: tuple[str, ...], shard: str | None, as_json: bool, show
     if as_json:
         rows = [{**p.job.fields, "state": p.state, "toolchain": p.toolchain, "build_key": p.key,
                  "error": p.error} for p in planned if show_all or p.state != "built"]
-        out.print_json(data={"counts": dict(counts), "total": len(planned), "jobs": rows})
+        emit_json({"counts": dict(counts), "total": len(planned), "jobs": rows})
         return
     todo = [p for p in planned if show_all or p.state != "built"]
     if todo:
@@ -139,14 +156,14 @@ def plan(ctx: Ctx, only: tuple[str, ...], shard: str | None, as_json: bool, show
                       "toolchain", box=None)
         for p in todo[:200]:
             f = p.job.fields
-            table.add_row(p.state, f["name"], f["driverversion"], f["kind"], f["target"], f["kernelrelease"],
-                          f["kernelversion"], f["arch"], p.toolchain)
+            table.add_row(*cells(p.state, f["name"], f["driverversion"], f["kind"], f["target"],
+                                 f["kernelrelease"], f["kernelversion"], f["arch"], p.toolchain))
         out.print(table)
         if len(todo) > 200:
             out.print(f"... and {len(todo) - 200} more (use --json for all)")
     if not ids:
-        err.print("[yellow]note:[/] no builder image found (or Docker is not running): "
-                  "build keys cannot be computed yet")
+        err.print(styled(("note:", "yellow"), " no builder image found (or Docker is not running): "
+                         "build keys cannot be computed yet"))
     shown = [s for s in ("built", "missing", "changed", "failed", "unknown") if counts.get(s) or s != "unknown"]
     out.print(", ".join(f"{counts.get(s, 0)} {s}" for s in shown)
               + f" of {len(planned)} jobs")
@@ -179,7 +196,7 @@ def build(ctx: Ctx, only: tuple[str, ...], shard: str | None, jobs: int, rebuild
     if todo == 0:
         message = f"nothing to build: all {len(planned)} artifacts are up to date"
         if as_json:
-            out.print_json(data={"built": 0, "failed": 0, "up_to_date": len(planned), "results": []})
+            emit_json({"built": 0, "failed": 0, "up_to_date": len(planned), "results": []})
         else:
             out.print(message)
         return
@@ -190,9 +207,9 @@ def build(ctx: Ctx, only: tuple[str, ...], shard: str | None, jobs: int, rebuild
         progress.advance(task)
         progress.update(task, description=f"{result.job.label}: {result.status}")
         if result.status == "failed":
-            progress.console.print(f"[red]FAILED[/] {result.job.label}: {result.error}")
+            progress.console.print(styled(("FAILED", "red"), f" {result.job.label}: {result.error}"))
         elif result.status == "built":
-            progress.console.print(f"[green]built[/]  {result.job.label} ({result.seconds:.1f}s)")
+            progress.console.print(styled(("built", "green"), f"  {result.job.label} ({result.seconds:.1f}s)"))
 
     with progress:
         task = progress.add_task("", total=todo)
@@ -200,7 +217,7 @@ def build(ctx: Ctx, only: tuple[str, ...], shard: str | None, jobs: int, rebuild
     counts = Counter(r.status for r in results)
     c = builder.counters
     if as_json:
-        out.print_json(data={
+        emit_json({
             "built": counts["built"], "failed": counts["failed"], "up_to_date": counts["up-to-date"],
             "counters": {"header_downloads": c.header_downloads, "source_fetches": c.source_fetches,
                          "prepares": c.prepares, "kernels_unpacked": c.kernels_unpacked, "containers": c.containers},
@@ -212,8 +229,8 @@ def build(ctx: Ctx, only: tuple[str, ...], shard: str | None, jobs: int, rebuild
             if r.status == "up-to-date" and len(results) > 50:
                 continue
             colour = {"built": "green", "failed": "red"}.get(r.status, "dim")
-            table.add_row(f"[{colour}]{r.status}[/]", r.job.driver.name, r.job.driver.version, r.job.kind.value,
-                          r.job.kernel.label, f"{r.seconds:.1f}", r.error or r.log or "")
+            table.add_row(*cells(Text(r.status, style=colour), r.job.driver.name, r.job.driver.version,
+                                 r.job.kind.value, r.job.kernel.label, f"{r.seconds:.1f}", r.error or r.log or ""))
         err.print(table)
         out.print(f"{counts['built']} built, {counts['failed']} failed, {counts['up-to-date']} up to date "
                   f"(headers downloaded: {c.header_downloads}, sources prepared: {c.prepares}, "
@@ -269,8 +286,8 @@ def publish(ctx: Ctx, site: Path, debs: tuple[str, ...], rpms: tuple[str, ...], 
         if base_url or packages.base_url:
             options.base_url = (base_url or packages.base_url or "").rstrip("/")
     if signer is None:
-        err.print("[yellow]note:[/] no signing key configured: SHA256SUMS and the repositories are unsigned "
-                  "(apt needs \\[trusted=yes], dnf gpgcheck=0 to accept them)")
+        err.print(styled(("note:", "yellow"), " no signing key configured: SHA256SUMS and the repositories are "
+                         "unsigned (apt needs [trusted=yes], dnf gpgcheck=0 to accept them)"))
     with err.status("publishing"):
         report = do_publish(ctx.home, config, site, signer=signer, debs=deb_files, rpms=rpm_files,
                             repo_options=options)
@@ -285,7 +302,7 @@ def publish(ctx: Ctx, site: Path, debs: tuple[str, ...], rpms: tuple[str, ...], 
                                                 "cached": stats.cached, "added": stats.added,
                                                 "removed": stats.removed}
     if as_json:
-        out.print_json(data=result)
+        emit_json(result)
     else:
         out.print(f"published {report.artifacts} artifacts to {site} -> {report.generation.name}"
                   + (f" ({len(report.missing)} jobs not built yet)" if report.missing else "")
@@ -343,12 +360,12 @@ def images_list(as_json: bool) -> None:
     rows = [{"toolchain": t.name, "image": t.tag, "suite": t.suite, "gcc": t.gcc, "clang": t.clang,
              "kernels": t.kernels, "id": ids.get(t.tag)} for t in images_mod.toolchains().values()]
     if as_json:
-        out.print_json(data=rows)
+        emit_json(rows)
         return
     table = Table("toolchain", "image", "gcc", "clang", "kernels", "id", box=None)
     for r in rows:
-        table.add_row(r["toolchain"], r["image"], r["gcc"], r["clang"], r["kernels"],
-                      (r["id"] or "[yellow]not built[/]")[:19])
+        table.add_row(*cells(r["toolchain"], r["image"], r["gcc"], r["clang"], r["kernels"],
+                             Text(r["id"][:19]) if r["id"] else Text("not built", style="yellow")))
     out.print(table)
 
 
@@ -416,11 +433,11 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except ConfigErrors as exc:
         for e in exc.errors:
-            err.print(f"[red]error:[/] {e.message}", markup=True, highlight=False)
+            err.print(styled(("error:", "red"), f" {e.message}"))
         err.print(f"{len(exc.errors)} error(s)")
         sys.exit(exc.exit_code)
     except RepogenError as exc:
-        err.print(f"[red]error:[/] {exc.message}")
+        err.print(styled(("error:", "red"), f" {exc.message}"))
         if exc.hint:
             err.print(f"  hint: {exc.hint}")
         sys.exit(exc.exit_code)

@@ -51,22 +51,34 @@ T = TypeVar("T")
 
 @dataclass
 class _Node:
-    """A composed YAML node with the file it came from, for located error messages."""
+    """A composed YAML node with the file it came from, for located error messages.
+
+    ``key_line`` is the line of the key holding this value: errors about the field itself (unknown,
+    duplicate) point there, not at a block value starting on the next line.
+    """
 
     node: yaml.Node
     file: str
+    key_line: int | None = None
 
     @property
     def line(self) -> int:
         return self.node.start_mark.line + 1
+
+    @property
+    def field_line(self) -> int:
+        return self.key_line or self.line
 
 
 class _Collector:
     def __init__(self) -> None:
         self.errors: list[ConfigError] = []
 
-    def add(self, at: _Node | tuple[str, int], field: str, message: str) -> None:
-        file, line = (at.file, at.line) if isinstance(at, _Node) else at
+    def add(self, at: _Node | tuple[str, int], field: str, message: str, *, at_key: bool = False) -> None:
+        if isinstance(at, _Node):
+            file, line = at.file, (at.field_line if at_key else at.line)
+        else:
+            file, line = at
         if len(self.errors) < _MAX_ERRORS:
             self.errors.append(ConfigError(file, line, field, message))
 
@@ -81,9 +93,9 @@ def _mapping(n: _Node, field: str, errs: _Collector) -> dict[str, _Node] | None:
         key = str(key_node.value)
         if key in out:
             errs.add(_Node(key_node, n.file), f"{field}.{key}" if field else key,
-                     f"duplicate key (first at line {out[key].line})")
+                     f"duplicate key (first at line {out[key].field_line})")
             continue
-        out[key] = _Node(value_node, n.file)
+        out[key] = _Node(value_node, n.file, key_node.start_mark.line + 1)
     return out
 
 
@@ -142,7 +154,7 @@ def _check_fields(
     for key, node in items.items():
         if key not in required | optional:
             allowed = ", ".join(sorted(required | optional))
-            errs.add(node, f"{field}.{key}", f"unknown field (allowed: {allowed})")
+            errs.add(node, f"{field}.{key}", f"unknown field (allowed: {allowed})", at_key=True)
     for key in sorted(required - items.keys()):
         errs.add(where, f"{field}.{key}", "missing required field")
 
@@ -299,7 +311,7 @@ def _parse_section(
     out: dict[str, Any] = {}
     for name, node in section.items():
         if name not in fields:
-            errs.add(node, f"{key}.{name}", f"unknown field (allowed: {', '.join(sorted(fields))})")
+            errs.add(node, f"{key}.{name}", f"unknown field (allowed: {', '.join(sorted(fields))})", at_key=True)
             continue
         value = fields[name](node, f"{key}.{name}")
         if value is not None:
@@ -364,7 +376,7 @@ def _iter_files(root: Path, errs: _Collector, patterns: list[str]) -> Iterator[t
     if main is None:
         return
     yield root, main
-    items = _mapping(main, "", errs) or {}
+    items = _mapping(main, "", _Collector()) or {}  # parse() reports this mapping's own errors
     if "include" not in items:
         return
     seen = {root.resolve()}
@@ -413,7 +425,8 @@ def parse(path: Path) -> Config:
         allowed = {"drivers", "kernels"} | ({"include", "build", "packages", "signing"} if is_main else set())
         for key, node in items.items():
             if key not in allowed:
-                errs.add(node, key, f"unknown top-level field (allowed here: {', '.join(sorted(allowed))})")
+                errs.add(node, key, f"unknown top-level field (allowed here: {', '.join(sorted(allowed))})",
+                         at_key=True)
         for i, d in enumerate(_sequence(items["drivers"], "drivers", errs) if "drivers" in items else []):
             driver = _parse_driver(d, i, base, errs)
             if driver is None:
@@ -503,24 +516,26 @@ def load(path: Path, cache_dir: Path | None = None) -> Config:
     path = Path(path)
     if cache_dir is None:
         return parse(path)
-    index_file = cache_dir / (hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32] + ".pickle")
+    absolute = Path(os.path.abspath(path))
+    index_file = cache_dir / (hashlib.sha256(str(absolute).encode()).hexdigest()[:32] + ".pickle")
     try:
         with index_file.open("rb") as fh:
             cached_files, cached_digest, cached_config = pickle.load(fh)
         # Re-expand the include globs so a file added to kernels.d/ is noticed; a changed main
         # file (and so changed globs) shows in the digest.
-        if cached_files == _expand(path, cached_config.includes) and _digest_files(cached_files) == cached_digest:
+        if cached_files == _expand(absolute, cached_config.includes) and _digest_files(cached_files) == cached_digest:
             return cached_config
     except (OSError, pickle.PickleError, EOFError, ValueError, TypeError, AttributeError):
         pass
     config = parse(path)
-    digest = _digest_files(list(config.files))
+    files = [os.path.abspath(f) for f in config.files]
+    digest = _digest_files(files)
     if digest is not None:
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
             tmp = index_file.with_suffix(f".tmp{os.getpid()}")
             with tmp.open("wb") as fh:
-                pickle.dump((list(config.files), digest, config), fh, protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.dump((files, digest, config), fh, protocol=pickle.HIGHEST_PROTOCOL)
             tmp.replace(index_file)
         except OSError:
             pass

@@ -32,6 +32,7 @@ class ConfigError(RepogenError):
         self.file = str(file)
         self.line = line
         self.field = field
+        self.detail = message
         where = f"{self.file}:{line}" if line else self.file
         super().__init__(f"{where}: {field}: {message}" if field else f"{where}: {message}")
 

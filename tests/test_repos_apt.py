@@ -291,3 +291,100 @@ def test_name_that_would_escape_the_pool(tmp_path: Path) -> None:
         with pytest.raises(PublishError, match=r"evil\.deb: invalid (Package|Source name) '\.\./"):
             publish(tmp_path / "s", None, [evil], None, tmp_path / "c")
         assert not (tmp_path / "etc").exists()
+
+
+# -- the fast paths agree with python-debian, and republishing reuses what did not change ------------
+
+
+@pytest.mark.parametrize("compression", ["gzip", "xz", "zstd", "none"])
+def test_read_deb_matches_debfile(compression: str, tmp_path: Path) -> None:
+    """Whatever path reads the control member, the record is what DebFile + deb822 make of it."""
+    from debian.debfile import DebFile
+
+    from repogen.repos.apt import read_deb
+
+    deb = make_deb(tmp_path, "foo", "1.0-1", "amd64", source="falco")
+    rebuilt = tmp_path / f"foo-{compression}.deb"
+    unpacked = tmp_path / "unpacked"
+    subprocess.run(["dpkg-deb", "-R", str(deb), str(unpacked)], check=True, capture_output=True)
+    built = subprocess.run(["dpkg-deb", "--root-owner-group", f"-Z{compression}", "--build", str(unpacked),
+                            str(rebuilt)], capture_output=True)
+    if built.returncode != 0:
+        pytest.skip(f"dpkg-deb cannot build {compression}: {built.stderr.decode()}")
+    record = read_deb(rebuilt)
+    assert not isinstance(record, str)
+    control = DebFile(str(rebuilt)).debcontrol()
+    data = rebuilt.read_bytes()
+    import hashlib
+    control["Filename"] = "pool/main/f/falco/foo_1.0-1_amd64.deb"
+    control["Size"] = str(len(data))
+    control["MD5sum"] = hashlib.md5(data).hexdigest()
+    control["SHA1"] = hashlib.sha1(data).hexdigest()
+    control["SHA256"] = hashlib.sha256(data).hexdigest()
+    assert record.stanza == control.dump()
+    assert (record.name, record.version, record.arch, record.size) == ("foo", "1.0-1", "amd64", len(data))
+    # Given a set of known digests, it only hashes.
+    assert read_deb(rebuilt, None, {record.sha256}) == record.sha256
+
+
+@pytest.mark.parametrize("text", [
+    "Package: foo\nVersion: 1\nArchitecture: all\nDescription: x\n y\n .\n z\n",
+    "Package: foo\nVersion: 1\nArchitecture: all\nDepends: a (>= 1), b | c\nX-Custom_Field: v\n",
+    "Package: foo\nVersion: 1\nArchitecture: all\nDescription: naïve ünïcode\n",
+])
+def test_plain_control_paragraph_renders_like_deb822(text: str) -> None:
+    from repogen.repos.apt import _fast_fields, _render_deb822
+
+    extra = (("Filename", "pool/x.deb"), ("Size", "1"), ("MD5sum", "m"), ("SHA1", "s"), ("SHA256", "h"))
+    assert _fast_fields(text) is not None
+    fast = text + "".join(f"{key}: {value}\n" for key, value in extra)
+    assert fast == _render_deb822(deb822.Deb822(text), extra)
+
+
+@pytest.mark.parametrize("text", [
+    "Package: foo\nVersion: 1 \nArchitecture: all\n",  # trailing space
+    "Package: foo\nPackage: bar\nVersion: 1\nArchitecture: all\n",  # duplicate
+    "package: foo\nVersion: 1\nArchitecture: all\n",  # odd spelling
+    "Package: foo\nVersion: 1\nArchitecture: all\nSize: 3\n",  # an index field
+    "Package: foo\nDescription:\n x\nVersion: 1\nArchitecture: all\n",  # empty first line
+    "Package: foo\nVersion: 1\nArchitecture: all\n\n",  # blank line
+    "Package: foo\nVersion:\t1\nArchitecture: all\n",  # tab
+    "Package: foo\nVersion: 1\nArchitecture: all",  # no final newline
+])
+def test_unusual_control_paragraph_is_left_to_deb822(text: str) -> None:
+    from repogen.repos.apt import _fast_fields
+
+    assert _fast_fields(text) is None
+
+
+def test_republish_counts_each_package_once_and_reuses_unchanged_indexes(debs: dict[str, Path],
+                                                                          tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    publish(tmp_path / "s1", None, [debs["foo1"], debs["arm"]], None, cache)
+    again = publish(tmp_path / "s2", tmp_path / "s1", [debs["foo1"], debs["arm"]], None, cache)
+    assert again.deb is not None
+    assert (again.deb.read, again.deb.cached, again.deb.packages) == (0, 2, 2)
+    assert "2 packages (0 read, 2 from cache" in again.summary()
+    binary = "deb/dists/stable/main/binary-{}/Packages{}"
+    for arch in ("amd64", "arm64"):
+        for suffix in ("", ".gz", ".xz"):
+            before, after = (tmp_path / site / binary.format(arch, suffix) for site in ("s1", "s2"))
+            assert before.read_bytes() == after.read_bytes()
+
+    # A live compressed index that does not hold what it should is not reused.
+    (tmp_path / "s2" / binary.format("arm64", ".xz")).unlink()
+    (tmp_path / "s2" / binary.format("arm64", ".xz")).write_bytes(lzma.compress(b"Package: evil\n"))
+    third = publish(tmp_path / "s3", tmp_path / "s2", [debs["foo2"]], None, cache)  # amd64 only
+    assert third.deb is not None and (third.deb.read, third.deb.cached) == (1, 2)
+    release = deb822.Release((tmp_path / "s3/deb/dists/stable/Release").read_text())
+    sizes = {entry["name"]: int(entry["size"]) for entry in release["SHA256"]}
+    for arch in ("amd64", "arm64"):
+        plain = (tmp_path / "s3" / binary.format(arch, "")).read_bytes()
+        assert gzip.decompress((tmp_path / "s3" / binary.format(arch, ".gz")).read_bytes()) == plain
+        assert lzma.decompress((tmp_path / "s3" / binary.format(arch, ".xz")).read_bytes()) == plain
+        for suffix in ("", ".gz", ".xz"):
+            data = (tmp_path / "s3" / binary.format(arch, suffix)).read_bytes()
+            assert sizes[f"main/binary-{arch}/Packages{suffix}"] == len(data)
+    assert b"Version: 2.0-1" in (tmp_path / "s3" / binary.format("amd64", "")).read_bytes()
+    assert (tmp_path / "s3" / binary.format("arm64", "")).read_bytes() == \
+        (tmp_path / "s1" / binary.format("arm64", "")).read_bytes()

@@ -96,7 +96,7 @@ def publish_repositories(
                 previous = None
             if not inputs and previous is None:
                 continue
-            stats = publish(out_dir / kind, previous, [Path(p) for p in inputs], signer, cache, options, now)
+            stats = publish(out_dir / kind, previous, inputs, signer, cache, options, now)
             setattr(report, kind, stats)
     finally:
         cache.close()

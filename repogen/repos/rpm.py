@@ -12,6 +12,7 @@ import io
 import logging
 import re
 import struct
+from collections.abc import Container, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 import createrepo_c as cr
 
 from repogen.errors import PublishError
-from repogen.repos.pkgcache import PackageCache, ReadStats, RpmRecord, identify
+from repogen.repos.pkgcache import PackageCache, ReadStats, RpmRecord, file_digest, identify
 from repogen.repos.pool import (
     PoolEntry,
     RepoStats,
@@ -53,8 +54,17 @@ _COMPRESSION = {"gz": cr.GZ_COMPRESSION, "zstd": cr.ZSTD_COMPRESSION}
 _WRITERS = (("primary", cr.PrimaryXmlFile), ("filelists", cr.FilelistsXmlFile), ("other", cr.OtherXmlFile))
 
 
-def read_rpm(path: Path, sha256: str | None = None) -> RpmRecord:
-    """Read an .rpm's header with createrepo_c; anything malformed is the named file's fault."""
+def read_rpm(path: str | Path, sha256: str | None = None, known: Container[str] = frozenset()) -> RpmRecord | str:
+    """Read an .rpm's header with createrepo_c; anything malformed is the named file's fault.
+
+    With ``sha256`` None and the file's digest in ``known``, returns just that digest (the cache
+    has the package: no parsing).
+    """
+    if sha256 is None and known:
+        digest = file_digest(path)
+        if digest in known:
+            return digest
+        sha256 = digest  # createrepo_c hashes again: the file must not have changed in between
     try:
         package = cr.package_from_rpm(str(path), checksum_type=cr.SHA256, changelog_limit=10)
     except Exception as error:  # createrepo_c raises OSError / CreaterepoCError for damaged files
@@ -81,7 +91,7 @@ def read_rpm(path: Path, sha256: str | None = None) -> RpmRecord:
                      package.location_href, primary, filelists, other)
 
 
-def _signed_size(path: Path, header_start: int) -> int | None:
+def _signed_size(path: str | Path, header_start: int) -> int | None:
     """File size the signature header promises (tag SIZE/LONGSIZE: header + payload), if present.
 
     createrepo_c reads only the headers, so a download cut off in the payload would pass unnoticed.
@@ -183,7 +193,7 @@ def _describe(record: RpmRecord) -> str:
 def publish_rpm(
     repo_root: Path,
     previous_root: Path | None,
-    rpms: list[Path],
+    rpms: Sequence[str | Path],
     signer: Signer | None,
     cache: PackageCache,
     options: RepoOptions,
@@ -202,11 +212,12 @@ def publish_rpm(
     entries = merge(entries, lambda r: (r.name, r.epoch, r.version, r.release, r.arch), _describe)
     kept, removed = retain(entries, options.keep_versions, lambda r: (r.name, r.arch), compare_evr)
     kept.sort(key=lambda entry: entry.record.pool_path)
-    cache.remember_digests(place(kept, repo_root))
-    cache.commit()
+    copies = place(kept, repo_root)
 
     repomd = _write_repodata(repo_root / "repodata", [e.record for e in kept],
                              _COMPRESSION[options.rpm_compression], now)
+    cache.remember_digests(copies)  # after the index: the cache's background write overlapped it
+    cache.commit()
     repodata = repo_root / "repodata"
     (repodata / "repomd.xml").write_bytes(repomd)
     if signer is not None:

@@ -1,0 +1,238 @@
+"""Benchmark: a no-op ``repogen plan`` over 10,000 kernels x 2 driver versions (40,000 built jobs).
+
+    python3 bench/bench_plan.py [--kernels 10000] [--runs 5] [--head-threads 8] [--work DIR]
+
+Goal: the whole ``repogen plan --json`` command (cold interpreter start included, config cache
+warm) in under 1 s. Baseline, measured in the same run: one HTTP HEAD per artifact against a
+threaded static server on 127.0.0.1 serving the 40,000 artifacts in the driver layout, sequential
+over one keep-alive connection (how the driverkit build grid skips existing artifacts today).
+
+The state is synthetic but exact: the build records carry the very keys ``repogen.build.plan``
+computes (``job_key`` with the real builder image id), written with
+``Store.record_build``. It is kept under ``--work`` and reused while its inputs are unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import inspect
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import (
+    CACHE,
+    HELLO_KBUILD,
+    Goals,
+    docker_ready,
+    fmt,
+    load_note,
+    median,
+    must,
+    repogen,
+    serve_subprocess,
+    stop,
+)
+
+from repogen import __version__, container, images
+from repogen import build as build_mod
+from repogen import config as config_mod
+from repogen.build import Home, job_key
+from repogen.matrix import expand
+from repogen.publish import driver_path
+from repogen.sources import tree_digest
+from repogen.store import BuildRecord
+
+GOAL_SECONDS = 1.0
+DRIVER_VERSIONS = ("7.3.0+driver", "8.0.0+driver")
+
+# (target, kernelrelease pattern, headers file patterns): all >= 5.15, so the one gcc12 image serves them.
+FAMILIES = [
+    ("debian", "{a}.{b}.{c}-{d}-amd64",
+     ["linux-headers-{a}.{b}.0-{d}-common_{a}.{b}.{c}-{d}_all.deb",
+      "linux-headers-{a}.{b}.0-{d}-amd64_{a}.{b}.{c}-{d}_amd64.deb",
+      "linux-kbuild-{a}.{b}_{a}.{b}.{c}-{d}_amd64.deb"]),
+    ("ubuntu-generic", "{a}.{b}.0-{d}-generic",
+     ["linux-headers-{a}.{b}.0-{d}_{a}.{b}.0-{d}.{c}_all.deb",
+      "linux-headers-{a}.{b}.0-{d}-generic_{a}.{b}.0-{d}.{c}_amd64.deb",
+      "linux-modules-{a}.{b}.0-{d}-generic_{a}.{b}.0-{d}.{c}_amd64.deb"]),
+    ("ubuntu-aws", "{a}.{b}.0-{d}-aws",
+     ["linux-aws-headers-{a}.{b}.0-{d}_{a}.{b}.0-{d}.{c}_all.deb",
+      "linux-headers-{a}.{b}.0-{d}-aws_{a}.{b}.0-{d}.{c}_amd64.deb",
+      "linux-modules-{a}.{b}.0-{d}-aws_{a}.{b}.0-{d}.{c}_amd64.deb"]),
+    ("fedora", "{a}.{b}.{c}-{d}.fc39.x86_64",
+     ["kernel-devel-{a}.{b}.{c}-{d}.fc39.x86_64.rpm",
+      "kernel-headers-{a}.{b}.{c}-{d}.fc39.x86_64.rpm",
+      "kernel-core-{a}.{b}.{c}-{d}.fc39.x86_64.rpm"]),
+    ("amazonlinux2023", "{a}.{b}.{c}-{d}.amzn2023.x86_64",
+     ["kernel6.1-devel-{a}.{b}.{c}-{d}.amzn2023.x86_64.rpm",
+      "kernel6.1-headers-{a}.{b}.{c}-{d}.amzn2023.x86_64.rpm",
+      "kernel6.1-core-{a}.{b}.{c}-{d}.amzn2023.x86_64.rpm"]),
+]
+SERIES = [(5, 15), (6, 1), (6, 5), (6, 8), (6, 11)]
+
+
+def synthetic_yaml(kernels: int, driver_dir: Path) -> str:
+    """kernels.yaml text: 2 driver versions of the kbuild example, ``kernels`` kernels, 3 headers each."""
+    lines = ["drivers:"]
+    for version in DRIVER_VERSIONS:
+        lines += ["  - name: falco", f"    version: {version}", f"    source: {{path: {driver_dir}}}",
+                  "    recipe: kbuild", "    kinds: [kmod, ebpf]"]
+    lines.append("kernels:")
+    for i in range(kernels):
+        target, release, files = FAMILIES[i % len(FAMILIES)]
+        a, b = SERIES[(i // len(FAMILIES)) % len(SERIES)]
+        n = i // (len(FAMILIES) * len(SERIES))
+        values = {"a": a, "b": b, "c": n, "d": n + 1}  # patch level and ABI number: unique per series
+        rel = release.format(**values)
+        lines += [f"  - target: {target}", f"    kernelrelease: {rel}", f"    kernelversion: \"{1 + i % 4}\"",
+                  "    architecture: x86_64", "    headers:"]
+        for f in files:
+            url = f"http://127.0.0.1:9/{target}/pool/{f.format(**values)}"
+            lines += [f"      - url: {url}", f"        sha256: {hashlib.sha256(url.encode()).hexdigest()}"]
+    return "\n".join(lines) + "\n"
+
+
+def prepare_state(work: Path, kernels: int, image_tag: str, image_id: str) -> tuple[Path, Path, Path, int]:
+    """The matrix, a home whose DB says every job is built, and the artifact tree; reused when unchanged."""
+    driver_dir = work / "driver"
+    config_path = work / "kernels.yaml"
+    home_path = work / "home"
+    tree = work / "site"
+    stamp = work / ".complete"
+    driver_digest = tree_digest(HELLO_KBUILD)
+    # The key scheme is part of the identity: a state written with other keys would plan as unbuilt.
+    probe = hashlib.sha256("".join(inspect.getsource(f) for f in (
+        build_mod.job_key, build_mod._driver_part, build_mod._kernel_part)).encode()).hexdigest()[:16]
+    identity = f"{__version__} {kernels} {image_id} {driver_digest} {probe}\n"
+    if stamp.exists() and stamp.read_text() == identity:
+        config = config_mod.parse(config_path)
+        return config_path, home_path, tree, len(expand(config))
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    shutil.copytree(HELLO_KBUILD, driver_dir)
+    config_path.write_text(synthetic_yaml(kernels, driver_dir))
+    started = time.perf_counter()
+    config = config_mod.parse(config_path)
+    jobs = expand(config)
+    home = Home(home_path)
+    source = tree_digest(driver_dir)
+    now = time.time()
+    for job in jobs:
+        chain = images.choose(job.kernel)
+        assert chain.tag == image_tag, f"{job.kernel.label} needs {chain.tag}"
+        key = job_key(job, source, [h.sha256 or "" for h in job.kernel.headers], image_id)
+        digest = hashlib.sha256(job.job_id.encode()).hexdigest()
+        home.store.record_build(BuildRecord(
+            build_key=key, job_id=job.job_id, status="ok", artifact_sha256=digest, size=0, image_id=image_id,
+            toolchain=chain.name, vermagic=None, kernel_release=job.kernel.kernelrelease,
+            kernel_config_sha256=None, inputs="", started_at=now, finished_at=now + 30, seconds=30.0,
+            log_path=None, error=None))
+        path = tree / driver_path(job)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    print(f"synthetic state: {len(jobs)} build records and artifacts written in "
+          f"{time.perf_counter() - started:.1f}s (kept in {work})")
+    stamp.write_text(identity)
+    return config_path, home_path, tree, len(jobs)
+
+
+def head_all(base_url: str, paths: list[str]) -> int:
+    """One HEAD per path over one keep-alive connection; returns how many answered 200."""
+    host, port = base_url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    ok = 0
+    try:
+        for path in paths:
+            conn.request("HEAD", path)
+            response = conn.getresponse()
+            response.read()
+            ok += response.status == 200
+    finally:
+        conn.close()
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kernels", type=int, default=10000)
+    parser.add_argument("--runs", type=int, default=5, help="warm runs of `repogen plan` (median reported)")
+    parser.add_argument("--head-threads", type=int, default=8,
+                        help="also time the HEADs with this many connections in parallel (0: skip)")
+    parser.add_argument("--work", type=Path, help="where the synthetic state is kept "
+                        "(default: $REPOGEN_TEST_CACHE/bench-plan-<kernels>)")
+    args = parser.parse_args()
+    docker_ready()
+    client = container.connect()
+    print(f"start: {load_note()}")
+    image_tag = images.toolchains()["gcc12"].tag
+    image_id = images.resolve_ids(client).get(image_tag)
+    if not image_id:
+        raise SystemExit(f"{image_tag} is missing")
+    work = args.work or CACHE / f"bench-plan-{args.kernels}"
+    config_path, home, tree, total = prepare_state(work, args.kernels, image_tag, image_id)
+    print(f"matrix: {args.kernels} kernels x {len(DRIVER_VERSIONS)} driver versions x [kmod, ebpf] = {total} jobs; "
+          f"builder {image_tag} {image_id[:19]}")
+
+    # repogen plan: the first run parses the YAML (no config cache), the rest are the no-op case.
+    shutil.rmtree(home / "cache" / "config", ignore_errors=True)
+    cold = must(repogen(home, config_path, "plan", "--json"), "repogen plan (cold config)")
+    warm_runs = [must(repogen(home, config_path, "plan", "--json"), "repogen plan") for _ in range(args.runs)]
+    for run in [cold, *warm_runs]:
+        report = run.json
+        if report["total"] != total or report["counts"] != {"built": total}:
+            print(f"INVALID: plan did not report all {total} jobs as built: {report['counts']} "
+                  f"(total {report['total']})")
+            return 2
+    warm = [r.seconds for r in warm_runs]
+    plan_s = median(warm)
+    print(f"repogen plan --json, first run (YAML parse, cache written): {cold.seconds:.3f}s")
+    print(f"repogen plan --json, warm runs: {fmt(warm)} s; median {plan_s:.3f}s "
+          f"(all {total} jobs reported built)")
+
+    # Baseline: one HEAD per artifact, as the grid does, against a local server in its own process.
+    paths = sorted("/" + p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_file())
+    if len(paths) != total:
+        print(f"INVALID: the artifact tree holds {len(paths)} files, expected {total}")
+        return 2
+    proc, base_url = serve_subprocess(tree)
+    try:
+        head_all(base_url, paths[:200])  # warm the server's page cache and code paths
+        started = time.perf_counter()
+        ok = head_all(base_url, paths)
+        head_s = time.perf_counter() - started
+        if ok != total:
+            print(f"INVALID: {total - ok} HEADs did not answer 200")
+            return 2
+        print(f"baseline: {total} sequential HEADs over one keep-alive connection to 127.0.0.1: {head_s:.3f}s "
+              f"({head_s / total * 1e6:.0f} us each)")
+        if args.head_threads > 0:
+            n = args.head_threads
+            chunks = [paths[i::n] for i in range(n)]
+            started = time.perf_counter()
+            with ThreadPoolExecutor(max_workers=n) as pool:
+                ok = sum(pool.map(lambda c: head_all(base_url, c), chunks))
+            pool_s = time.perf_counter() - started
+            print(f"baseline: {total} HEADs over {n} parallel connections: {pool_s:.3f}s (ok {ok})")
+    finally:
+        stop(proc)
+
+    print(f"ratio: repogen plan / sequential HEADs = {plan_s / head_s:.4f} ({head_s / plan_s:.0f}x faster)")
+    print(f"end: {load_note()}")
+    goals = Goals()
+    goals.check(f"no-op plan over {total} jobs < {GOAL_SECONDS:.0f} s", plan_s < GOAL_SECONDS,
+                f"median {plan_s:.3f}s = {plan_s / GOAL_SECONDS:.2f} of the goal")
+    goals.check("no-op plan faster than one HEAD per artifact", plan_s < head_s,
+                f"{plan_s:.3f}s vs {head_s:.3f}s")
+    return goals.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
