@@ -27,6 +27,7 @@ from repogen.matrix import expand
 from repogen.model import Config, Job, Kind
 
 KEEP_GENERATIONS = 3
+REPOSITORY_DIRS = ("deb", "rpm")
 
 
 @dataclass
@@ -162,12 +163,17 @@ def _fill(home: Home, config: Config, out: Path, live: Path | None, *, signer: A
     index = {"generator": f"repogen {__version__}", "generated_at": now.isoformat(timespec="seconds"),
              "kinds": {Kind.kmod.value: ".ko", Kind.ebpf.value: ".o"}, "artifacts": entries}
     _write(out / "index.json", json.dumps(index, indent=1, sort_keys=True).encode() + b"\n")
+    # SHA256SUMS covers the drivers and index.json; the APT and RPM repositories carry their own
+    # signed indexes (Release, repomd.xml) with every file's hash, so their pools are not hashed again.
     known = {e[p]: e["sha256"] for e in entries for p in ("path", "v1_path")}
     lines = []
-    for path in sorted(p for p in out.rglob("*") if p.is_file() and not p.is_symlink()):
-        rel = path.relative_to(out).as_posix()
-        if rel in ("SHA256SUMS", "SHA256SUMS.asc"):
+    covered: list[Path] = []
+    for top in out.iterdir():
+        if top.name in REPOSITORY_DIRS or top.name in ("SHA256SUMS", "SHA256SUMS.asc"):
             continue
+        covered.extend(p for p in ([top] if top.is_file() else top.rglob("*")) if p.is_file() and not p.is_symlink())
+    for path in sorted(covered):
+        rel = path.relative_to(out).as_posix()
         lines.append(f"{known.get(rel) or _sha256(path)}  {rel}\n")
     sums = "".join(lines).encode()
     _write(out / "SHA256SUMS", sums)

@@ -49,7 +49,8 @@ repogen -c examples/kernels.yaml validate
 repogen -c examples/kernels.yaml plan
 repogen -c examples/kernels.yaml build
 log "repogen publish (drivers, plus stand-in Falco .deb/.rpm packages for the APT and RPM repositories)"
-scripts/example-packages.sh "$DEMO/packages" >/dev/null
+scripts/example-packages.sh "$DEMO/packages" "$DEMO/gnupg" >/dev/null
+gpgconf --homedir "$DEMO/gnupg" --kill gpg-agent 2>/dev/null || true
 repogen -c examples/kernels.yaml publish --site site "${SIGN[@]}" \
     --deb "$DEMO/packages/*.deb" --rpm "$DEMO/packages/*.rpm" --base-url "http://127.0.0.1:$SITE_PORT"
 restart serve repogen serve --site site --port "$SITE_PORT"

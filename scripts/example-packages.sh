@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Make two tiny real packages standing in for Falco's release artifacts (dpkg-deb, rpmbuild), so the
-# demo publishes an APT and an RPM repository beside the drivers.  Usage: example-packages.sh OUTDIR
+# demo publishes an APT and an RPM repository beside the drivers.
+# Usage: example-packages.sh OUTDIR [GNUPGHOME]   (with GNUPGHOME, the .rpm is signed with its key, as
+# Falco's release pipeline signs its packages: dnf's gpgcheck=1 wants signed packages)
 set -euo pipefail
 out=$(realpath -m "$1")
 mkdir -p "$out"
@@ -43,7 +45,13 @@ echo "repogen demo package" > %{buildroot}/usr/share/falco-demo/README
 SPEC
     rpmbuild --quiet --define "_topdir $work/rpm" --define "_build_id_links none" \
         -bb "$work/rpm/SPECS/falco-demo.spec" >/dev/null 2>&1
-    cp "$work"/rpm/RPMS/x86_64/*.rpm "$rpm_file"
+    built=$(ls "$work"/rpm/RPMS/x86_64/*.rpm)
+    if [ -n "${2:-}" ]; then
+        fpr=$(gpg --batch --homedir "$2" --with-colons --list-secret-keys 2>/dev/null | awk -F: '/^fpr/ {print $10; exit}')
+        rpmsign --addsign --define "__gpg /usr/bin/gpg" --define "_gpg_name $fpr" --define "_gpg_path $2" \
+            --define "_gpg_sign_cmd_extra_args --batch --pinentry-mode loopback" "$built" >/dev/null 2>&1 </dev/null
+    fi
+    cp "$built" "$rpm_file"
 fi
 echo "$deb"
 echo "$rpm_file"
