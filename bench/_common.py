@@ -11,7 +11,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections import Counter
@@ -20,6 +19,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.matrixfiles import driver_yaml, kernels_yaml, write_config  # noqa: E402  (shared with the tests)
+
+__all__ = ["driver_yaml", "kernels_yaml", "write_config"]
+
 EXAMPLES = ROOT / "examples" / "drivers"
 HELLO_KBUILD = EXAMPLES / "hello-kbuild"
 LIBS_MINI = EXAMPLES / "falco-libs-mini"
@@ -121,36 +126,6 @@ def mirror_kernels(base_url: str, count: int = 3) -> list[dict[str, Any]]:
 
 
 # -- kernels.yaml ---------------------------------------------------------------------------------------
-
-def kernels_yaml(kernels: list[dict[str, Any]]) -> str:
-    lines = ["kernels:"]
-    for k in kernels:
-        lines += [f"  - target: {k['target']}", f"    kernelrelease: {k['kernelrelease']}",
-                  f"    kernelversion: \"{k['kernelversion']}\"", f"    architecture: {k['architecture']}",
-                  "    headers:"]
-        for h in k["headers"]:
-            lines.append(f"      - url: {h['url']}")
-            if h.get("sha256"):
-                lines.append(f"        sha256: {h['sha256']}")
-    return "\n".join(lines) + "\n"
-
-
-def driver_yaml(name: str, version: str, path: Path, recipe: str, kinds: str = "[kmod, ebpf]") -> str:
-    return textwrap.dedent(f"""\
-        - name: {name}
-          version: {version}
-          source: {{path: {path}}}
-          recipe: {recipe}
-          kinds: {kinds}
-    """)
-
-
-def write_config(directory: Path, drivers: list[str], kernels: list[dict[str, Any]]) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "kernels.yaml"
-    path.write_text("drivers:\n" + "".join(textwrap.indent(d, "  ") for d in drivers) + kernels_yaml(kernels))
-    return path
-
 
 # -- running repogen ------------------------------------------------------------------------------------
 

@@ -134,6 +134,7 @@ def plan(home: Home, jobs: list[Job], image_ids: dict[str, str]) -> list[Planned
             image_id = image_ids.get(chain.tag)
             headers = [h.sha256 or url_digests.get(h.url) for h in kernel.headers]
             headers_known = all(headers)
+        assert chain is not None
         source = _known_source_digest(home, job.driver, source_digests)
         key = None
         if image_id and source and headers_known:

@@ -8,6 +8,7 @@ read, so a no-op ``repogen plan`` over a matrix of thousands of kernels does not
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import os
@@ -345,6 +346,11 @@ def _globs(n: _Node, field: str, errs: _Collector, base: Path) -> tuple[str, ...
     return tuple(str(base / v) if not os.path.isabs(v) else v for v in values if v)
 
 
+def _relative_path(n: _Node, field: str, errs: _Collector, base: Path) -> str | None:
+    value = _scalar(n, field, errs)
+    return str(base / os.path.expanduser(value)) if value else None
+
+
 def _read_yaml(path: Path, errs: _Collector) -> _Node | None:
     try:
         text = path.read_text(encoding="utf-8")
@@ -456,8 +462,8 @@ def parse(path: Path) -> Config:
                 "pids": lambda n, f: _int(n, f, errs, minimum=16),
             })
             settings["packages"] = _parse_section(items, "packages", errs, {
-                "deb": lambda n, f, base=base: _globs(n, f, errs, base),
-                "rpm": lambda n, f, base=base: _globs(n, f, errs, base),
+                "deb": functools.partial(_globs, errs=errs, base=base),
+                "rpm": functools.partial(_globs, errs=errs, base=base),
                 "suite": lambda n, f: _path_safe(n, f, errs),
                 "component": lambda n, f: _path_safe(n, f, errs),
                 "origin": lambda n, f: _scalar(n, f, errs),
@@ -470,8 +476,8 @@ def parse(path: Path) -> Config:
             })
             settings["signing"] = _parse_section(items, "signing", errs, {
                 "key": lambda n, f: _scalar(n, f, errs),
-                "key-file": lambda n, f, base=base: str(base / (_scalar(n, f, errs) or "")),
-                "homedir": lambda n, f, base=base: str(base / (_scalar(n, f, errs) or "")),
+                "key-file": functools.partial(_relative_path, errs=errs, base=base),
+                "homedir": functools.partial(_relative_path, errs=errs, base=base),
                 "passphrase-env": lambda n, f: _scalar(n, f, errs),
             })
     if not errs.errors and not drivers:

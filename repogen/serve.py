@@ -53,4 +53,5 @@ def serve_in_thread(site: Path, host: str = "127.0.0.1", port: int = 0) -> tuple
     thread = threading.Thread(target=server.serve_forever, name="repogen-serve", daemon=True)
     thread.start()
     bound_host, bound_port = server.server_address[:2]
-    return server, f"http://{bound_host}:{bound_port}"
+    host_text = bound_host.decode() if isinstance(bound_host, bytes) else bound_host
+    return server, f"http://{host_text}:{bound_port}"

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +18,14 @@ from typing import Any
 
 import pytest
 
+from tests.matrixfiles import driver_yaml, kernels_yaml, write_config
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "drivers"
 CACHE = Path(os.environ.get("REPOGEN_TEST_CACHE", Path.home() / ".cache" / "repogen-tests"))
 sys.path.insert(0, str(Path(__file__).parent))
+
+__all__ = ["driver_yaml", "kernels_yaml", "write_config"]  # re-exported for the tests
 
 
 @dataclass
@@ -73,38 +76,6 @@ def mirror() -> Iterator[Mirror]:
         server.shutdown()
 
 
-def kernels_yaml(kernels: list[dict[str, Any]]) -> str:
-    lines = ["kernels:"]
-    for k in kernels:
-        lines += [f"  - target: {k['target']}", f"    kernelrelease: {k['kernelrelease']}",
-                  f"    kernelversion: \"{k['kernelversion']}\"", f"    architecture: {k['architecture']}",
-                  "    headers:"]
-        for h in k["headers"]:
-            if isinstance(h, str):
-                lines.append(f"      - {h}")
-            else:
-                lines += [f"      - url: {h['url']}"] + ([f"        sha256: {h['sha256']}"] if h.get("sha256") else [])
-    return "\n".join(lines) + "\n"
-
-
-def driver_yaml(name: str, version: str, path: Path, recipe: str, kinds: str = "[kmod, ebpf]") -> str:
-    return textwrap.dedent(f"""\
-        - name: {name}
-          version: {version}
-          source: {{path: {path}}}
-          recipe: {recipe}
-          kinds: {kinds}
-    """)
-
-
-def write_config(directory: Path, drivers: list[str], kernels: list[dict[str, Any]], extra: str = "") -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    body = "drivers:\n" + "".join(textwrap.indent(d, "  ") for d in drivers) + kernels_yaml(kernels) + extra
-    path = directory / "kernels.yaml"
-    path.write_text(body)
-    return path
-
-
 LIBS_MINI = EXAMPLES / "falco-libs-mini"
 HELLO_KBUILD = EXAMPLES / "hello-kbuild"
 
@@ -134,6 +105,17 @@ class Repogen:
         proc = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout,
                               env={**os.environ, **(env or {})})
         return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A ``site`` directory (not created yet) and the base URL it is served at on 127.0.0.1."""
+    from repogen.serve import serve_in_thread
+
+    site = tmp_path / "site"
+    server, base_url = serve_in_thread(site)
+    yield site, base_url
+    server.shutdown()
 
 
 @pytest.fixture

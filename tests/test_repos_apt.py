@@ -17,7 +17,6 @@ from debian import deb822
 from repogen.errors import PublishError
 from repogen.repos import RepoOptions, publish_repositories
 from repogen.repos.apt import XZ_PRESET
-from repogen.serve import serve_in_thread
 from repogen.signing import Signer
 from tests.gpgkeys import make_test_key, stop_agent
 from tests.pkgfactory import make_deb, truncated_copy
@@ -88,14 +87,6 @@ class Apt:
             command += ["-o", f"{key}={value}"]
         return subprocess.run([*command, *args], capture_output=True, text=True, timeout=120,
                               cwd=self.root / "download")
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    site = tmp_path / "site"
-    server, base_url = serve_in_thread(site)
-    yield site, base_url
-    server.shutdown()
 
 
 def test_apt_get_downloads_from_signed_repository(served: tuple[Path, str], debs: dict[str, Path],

@@ -14,7 +14,6 @@ from repogen.errors import PublishError
 from repogen.repos import RepoOptions, publish_repositories
 from repogen.repos.pkgcache import RpmRecord
 from repogen.repos.rpm import compare_evr, rpmvercmp
-from repogen.serve import serve_in_thread
 from repogen.signing import Signer
 from tests.gpgkeys import make_test_key, stop_agent
 from tests.pkgfactory import make_rpm, truncated_copy
@@ -70,14 +69,6 @@ def dnf(root: Path, base_url: str, *args: str, signed: bool = True) -> subproces
 
 def download(root: Path, base_url: str, *packages: str) -> subprocess.CompletedProcess[str]:
     return dnf(root, base_url, "install", "--downloadonly", "--downloaddir", str(root / "download"), *packages)
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    site = tmp_path / "site"
-    server, base_url = serve_in_thread(site)
-    yield site, base_url
-    server.shutdown()
 
 
 def test_dnf_downloads_with_gpgcheck_and_repo_gpgcheck(served: tuple[Path, str], rpms: dict[str, Path],

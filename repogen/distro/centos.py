@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from repogen.distro import Distro, PackageFormat
 
 
 class CentOS(Distro, name="centos"):
-    targets = ("centos", "redhat", "oracle", "rocky", "almalinux")
+    targets: ClassVar[tuple[str, ...]] = ("centos", "redhat", "oracle", "rocky", "almalinux")
     package_format = PackageFormat.rpm
     kernel_dir_globs = ("usr/src/kernels/*",)
     kernelversion_hint = "'1' for RPM kernels"

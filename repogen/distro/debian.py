@@ -8,11 +8,13 @@ mounts the unpacked ``usr/src`` at ``/usr/src``.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from repogen.distro import Distro, PackageFormat
 
 
 class Debian(Distro, name="debian"):
-    targets = ("debian",)
+    targets: ClassVar[tuple[str, ...]] = ("debian",)
     package_format = PackageFormat.deb
     kernel_dir_globs = ("usr/src/linux-headers-*",)
     kernelversion_hint = "'1' for Debian kernels"
