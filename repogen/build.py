@@ -297,7 +297,7 @@ class Builder:
             source = self._source(job.driver)
             files = self._headers(job)
             key = job_key(job, source.digest, [f.sha256 for f in files], image_id)
-            if not force and key in self.home.store.ok_keys():
+            if not force and self.home.store.is_ok(key):
                 return Result(job, "up-to-date", key=key)
             log_path = self._log_path(job, key)
             tree = self._tree(job, files)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import lzma
 import os
 import re
@@ -137,6 +138,15 @@ def _find_kernel_dir(root: Path, target: str) -> Path:
     return candidates[0]
 
 
+def _facts(unpacked: Path) -> dict[str, str] | None:
+    """What every build of an unpacked kernel needs, worked out once at unpack and kept beside it."""
+    try:
+        facts = json.loads((unpacked / ".complete").read_text())
+    except (OSError, ValueError):
+        return None
+    return facts if isinstance(facts, dict) and "kernel_dir" in facts else None
+
+
 class HeadersCache:
     """``<root>/<key>/`` per distinct set of header files; each unpacked once, whatever asks."""
 
@@ -156,14 +166,13 @@ class HeadersCache:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
             final = self.root / key
-            if not (final / ".complete").exists():
+            facts = _facts(final)
+            if facts is None:
                 self._unpack(target, files, final)
-            kernel_dir = _find_kernel_dir(final / "root", target)
-            release = read_release(kernel_dir)
-            assert release
-            config = kernel_dir / ".config"
-            config_sha = hashlib.sha256(config.read_bytes()).hexdigest() if config.is_file() else None
-            return KernelTree(final / "root", kernel_dir, release, config_sha)
+                facts = _facts(final)
+                assert facts is not None
+            return KernelTree(final / "root", final / "root" / facts["kernel_dir"], facts["release"],
+                              facts["config_sha256"])
 
     def _unpack(self, target: str, files: list[Download], final: Path) -> None:
         family = distro.for_target(target)
@@ -177,8 +186,11 @@ class HeadersCache:
                     unpack(download.path, staging / "root")
                 except FetchError as exc:
                     raise FetchError(f"{download.url}: {exc.message}") from None
-            _find_kernel_dir(staging / "root", target)
-            (staging / ".complete").write_text("")
+            kernel_dir = _find_kernel_dir(staging / "root", target)
+            config = kernel_dir / ".config"
+            facts = {"kernel_dir": str(kernel_dir.relative_to(staging / "root")), "release": read_release(kernel_dir),
+                     "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest() if config.is_file() else None}
+            (staging / ".complete").write_text(json.dumps(facts))
             os.replace(staging, final)
             self.unpacked += 1
         finally:

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import docker
 import docker.errors
-import jinja2
 import yaml
 
 from repogen.errors import RepogenError
@@ -91,6 +90,8 @@ def choose(kernel: Kernel) -> Toolchain:
 
 
 def dockerfile(chain: Toolchain) -> str:
+    import jinja2  # only `images build` renders templates: keep it off every other command's start-up
+
     template = jinja2.Template((_templates() / "Dockerfile.j2").read_text(), undefined=jinja2.StrictUndefined)
     return template.render(name=chain.name, gcc=chain.gcc, clang=chain.clang, base_image=chain.base_tag)
 

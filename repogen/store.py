@@ -165,6 +165,11 @@ class Store(UrlIndex):
             db.execute("UPDATE builds SET status='discarded' WHERE build_key=?", (build_key,))
             db.execute("UPDATE jobs SET good_key=NULL WHERE good_key=?", (build_key,))
 
+    def is_ok(self, build_key: str) -> bool:
+        row = self._connection().execute(
+            "SELECT 1 FROM builds WHERE build_key=? AND status='ok'", (build_key,)).fetchone()
+        return row is not None
+
     def ok_keys(self) -> set[str]:
         rows = self._connection().execute("SELECT build_key FROM builds WHERE status='ok'").fetchall()
         return {r[0] for r in rows}
