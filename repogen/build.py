@@ -94,7 +94,7 @@ def job_key(job: Job, source_digest: str, header_digests: list[str], image_id: s
     (identifiers, header digests) are hashed once each and combined with the builder image id, so a
     plan over tens of thousands of jobs costs one short hash per job.
     """
-    driver = _driver_part(job.driver.name, job.driver.version, job.kind.value, job.driver.recipe, source_digest)
+    driver = _driver_part(job.driver.name, job.driver.version, job.kind, job.driver.recipe, source_digest)
     kernel = _kernel_part(job.kernel.ident, tuple(header_digests))
     return hashlib.sha256(f"{driver}:{kernel}:{image_id}".encode()).hexdigest()
 
@@ -116,7 +116,6 @@ def _known_source_digest(home: Home, driver: Driver, cache: dict[tuple[str, str]
 def plan(home: Home, jobs: list[Job], image_ids: dict[str, str]) -> list[Planned]:
     """What each job needs, from the database alone: no network, no Docker call per job."""
     url_digests = home.store.url_digests()
-    ok = home.store.ok_keys()
     states = home.store.job_states()
     source_digests: dict[tuple[str, str], str | None] = {}
     chains: dict[tuple[tuple[int, ...], str | None], images.Toolchain] = {}
@@ -140,7 +139,7 @@ def plan(home: Home, jobs: list[Job], image_ids: dict[str, str]) -> list[Planned
         if image_id and source and headers_known:
             key = job_key(job, source, headers, image_id)  # type: ignore[arg-type]
         last = states.get(job.job_id)
-        if key and key in ok:
+        if key and last and last[2] == key:  # what publish would serve is built from these inputs
             state = "built"
         elif last and last[1] == "failed" and (key is None or last[0] == key):
             state = "failed"
@@ -298,6 +297,9 @@ class Builder:
             files = self._headers(job)
             key = job_key(job, source.digest, [f.sha256 for f in files], image_id)
             if not force and self.home.store.is_ok(key):
+                # Built before from these very inputs (e.g. a source reverted to an earlier state):
+                # make it the job's current artifact again, without compiling.
+                self.home.store.set_good(job.job_id, key)
                 return Result(job, "up-to-date", key=key)
             log_path = self._log_path(job, key)
             tree = self._tree(job, files)

@@ -77,8 +77,15 @@ def _unpack_deb(path: Path, dest: Path) -> None:
 
 
 def _unpack_rpm(path: Path, dest: Path) -> None:
-    if not shutil.which("rpm2archive") and not shutil.which("rpm2cpio"):
-        raise FetchError("unpacking .rpm headers needs rpm2cpio (Debian package 'rpm2cpio')")
+    for tool, package in (("rpmkeys", "rpm"), ("rpm2cpio", "rpm2cpio"), ("cpio", "cpio")):
+        if not shutil.which(tool):
+            raise FetchError(f"unpacking .rpm headers needs {tool} (Debian package '{package}')")
+    # rpm2cpio | cpio accept a payload cut inside its compression trailer; the package's own
+    # digests do not: check them first (signatures are the distribution's business, not ours).
+    check = subprocess.run(["rpmkeys", "--checksig", "--nosignature", str(path)], capture_output=True)
+    if check.returncode:
+        detail = (check.stdout + check.stderr).decode(errors="replace").strip().splitlines()
+        raise FetchError(f"corrupt or truncated .rpm: {detail[-1] if detail else 'digest check failed'}")
     dest.mkdir(parents=True, exist_ok=True)
     rpm2cpio = subprocess.Popen(["rpm2cpio", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     cpio = subprocess.run(["cpio", "-idm", "--quiet", "--no-absolute-filenames"], stdin=rpm2cpio.stdout,

@@ -98,9 +98,10 @@ class Job:
     @property
     def job_id(self) -> str:
         k = self.kernel
+        # Kind is a StrEnum: joined as its value, without the (slow) enum attribute lookup.
         return "|".join(
             (self.driver.name, self.driver.version, k.target, k.kernelrelease, k.kernelversion,
-             k.architecture, self.kind.value)
+             k.architecture, self.kind)
         )
 
     @property

@@ -165,6 +165,12 @@ class Store(UrlIndex):
             db.execute("UPDATE builds SET status='discarded' WHERE build_key=?", (build_key,))
             db.execute("UPDATE jobs SET good_key=NULL WHERE good_key=?", (build_key,))
 
+    def set_good(self, job_id: str, build_key: str) -> None:
+        with self._db() as db:
+            db.execute("INSERT INTO jobs VALUES (?,?,'ok',?) ON CONFLICT(job_id) DO UPDATE SET "
+                       "last_key=excluded.last_key, last_status='ok', good_key=excluded.good_key",
+                       (job_id, build_key, build_key))
+
     def is_ok(self, build_key: str) -> bool:
         row = self._connection().execute(
             "SELECT 1 FROM builds WHERE build_key=? AND status='ok'", (build_key,)).fetchone()

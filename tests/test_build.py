@@ -74,6 +74,17 @@ def test_changed_source_rebuilds_only_that_driver(tmp_path: Path, mirror, builde
     rebuilt = repogen("build", "--json")
     assert rebuilt.json["built"] == 1
     assert len(_artifacts(tmp_path / "home")) == len(before) + 1
+    changed_sha = rebuilt.json["results"][0]["sha256"]
+
+    # Reverting the source brings back the first artifact without compiling, and publish serves it.
+    shutil.copy(HELLO_KBUILD / "hello_repogen.c", source / "hello_repogen.c")
+    assert repogen("plan", "--json").json["counts"] == {"changed": 1}
+    reverted = repogen("build", "--json").json
+    assert reverted["built"] == 0 and reverted["up_to_date"] == 1
+    assert repogen("plan", "--json").json["counts"] == {"built": 1}
+    assert repogen("publish", "--site", str(tmp_path / "site")).code == 0
+    index = json.loads((tmp_path / "site" / "index.json").read_text())
+    assert [a["sha256"] for a in index["artifacts"]] == [before[0].name] != [changed_sha]
 
 
 def test_rebuild_selector_forces_a_rebuild(tmp_path: Path, mirror, builder_image: str) -> None:

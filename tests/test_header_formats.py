@@ -320,9 +320,6 @@ def test_headers_cache_lays_out_rpm_and_tarball_trees(tmp_path: Path, formats: F
     assert cache.unpacked == 2
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: repogen/headers.py _unpack_rpm trusts rpm2cpio|cpio alone; a gzip "
-                   "payload cut inside its 8-byte trailer (CRC32+ISIZE) still yields a whole cpio archive, so the "
-                   "truncated .rpm is accepted (the .deb/tarball paths reject it: Python's gzip checks the trailer)")
 def test_rpm_truncated_in_its_payload_trailer_is_rejected(tmp_path: Path, formats: Formats) -> None:
     from repogen.errors import FetchError
     from repogen.headers import HeadersCache
@@ -334,9 +331,6 @@ def test_rpm_truncated_in_its_payload_trailer_is_rejected(tmp_path: Path, format
         cache.tree("centos", [_download(cut)])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: repogen/headers.py _unpack_rpm checks for rpm2archive-or-rpm2cpio "
-                   "but runs rpm2cpio and cpio unchecked: without cpio the job fails with a bare "
-                   "\"FileNotFoundError: ... 'cpio'\" instead of naming the missing Debian package")
 def test_rpm_unpacking_without_cpio_names_the_missing_tool(
         tmp_path: Path, formats: Formats, monkeypatch: pytest.MonkeyPatch) -> None:
     from repogen.errors import FetchError
@@ -344,9 +338,10 @@ def test_rpm_unpacking_without_cpio_names_the_missing_tool(
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    rpm2cpio = shutil.which("rpm2cpio")
-    assert rpm2cpio
-    (bin_dir / "rpm2cpio").symlink_to(rpm2cpio)
+    for tool in ("rpm2cpio", "rpmkeys"):
+        found = shutil.which(tool)
+        assert found
+        (bin_dir / tool).symlink_to(found)
     monkeypatch.setenv("PATH", str(bin_dir))
     cache = HeadersCache(tmp_path / "kernels")
     with pytest.raises(FetchError, match="cpio"):
