@@ -42,10 +42,11 @@ from _common import (
 )
 
 from repogen import __version__, container, images
-from repogen import build as build_mod
 from repogen import config as config_mod
-from repogen.build import Home, job_key
+from repogen import plan as plan_mod
+from repogen.home import Home
 from repogen.matrix import expand
+from repogen.plan import job_key
 from repogen.publish import driver_path
 from repogen.sources import tree_digest
 from repogen.store import BuildRecord
@@ -110,7 +111,7 @@ def prepare_state(work: Path, kernels: int, image_tag: str, image_id: str) -> tu
     driver_digest = tree_digest(HELLO_KBUILD)
     # The key scheme is part of the identity: a state written with other keys would plan as unbuilt.
     probe = hashlib.sha256("".join(inspect.getsource(f) for f in (
-        build_mod.job_key, build_mod._driver_part, build_mod._kernel_part)).encode()).hexdigest()[:16]
+        plan_mod.job_key, plan_mod._driver_part, plan_mod._kernel_part, plan_mod._combine)).encode()).hexdigest()[:16]
     identity = f"{__version__} {kernels} {image_id} {driver_digest} {probe}\n"
     if stamp.exists() and stamp.read_text() == identity:
         config = config_mod.parse(config_path)
@@ -123,6 +124,7 @@ def prepare_state(work: Path, kernels: int, image_tag: str, image_id: str) -> tu
     config = config_mod.parse(config_path)
     jobs = expand(config)
     home = Home(home_path)
+    home.store.record_images({image_tag: image_id})  # as `repogen images build` does
     source = tree_digest(driver_dir)
     now = time.time()
     for job in jobs:

@@ -1,4 +1,4 @@
-"""Plan and run the builds: one hermetic container per missing (driver, kernel, kind).
+"""Run the builds: one hermetic container per missing (driver, kernel, kind).
 
 Shared inputs are resolved once however many jobs need them (each headers URL downloaded once,
 each kernel's headers unpacked once, each driver version fetched and prepared once), jobs run in a
@@ -7,7 +7,6 @@ thread pool, and a failed job is recorded and never stops the others.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import shutil
@@ -24,135 +23,15 @@ import docker
 
 from repogen import container, images, recipes
 from repogen.errors import BuildError, FetchError, RepogenError
-from repogen.fetch import Download, DownloadCache
-from repogen.headers import HeadersCache, KernelTree
+from repogen.fetch import Download
+from repogen.headers import KernelTree
+from repogen.home import Home
 from repogen.matrix import Selector
 from repogen.model import Config, Driver, Job, Kind
-from repogen.sources import SourceCache, SourceTree, tree_digest
-from repogen.store import BuildRecord, Store, build_key
+from repogen.plan import Planned, _script_digest, job_key
+from repogen.sources import SourceTree
+from repogen.store import BuildRecord, build_key
 from repogen.verify import VerificationError, verify
-
-#: Bump when the way artifacts are built changes in a way the other inputs do not capture.
-BUILD_FORMAT = 1
-
-
-class Home:
-    """The state directory (``.repogen/`` or ``$REPOGEN_HOME``): database, store, caches, logs."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path.absolute()
-        self.store = Store(self.path)
-        self.downloads = DownloadCache(self.path / "cache" / "downloads", self.store,
-                                       timeout=float(os.environ.get("REPOGEN_FETCH_TIMEOUT", "60")),
-                                       retries=int(os.environ.get("REPOGEN_FETCH_RETRIES", "2")))
-        self.headers = HeadersCache(self.path / "cache" / "kernels")
-        self.sources = SourceCache(self.path / "cache" / "sources", self.downloads)
-        self.prepared = self.path / "cache" / "prepared"
-        self.logs = self.path / "logs"
-        self.work = self.path / "work"
-        self.config_cache = self.path / "cache" / "config"
-
-
-# -- planning ------------------------------------------------------------------------------------
-
-#: built: done with these exact inputs; missing: never built; changed: built from other inputs;
-#: failed: the last attempt failed; unknown: built before, but the inputs cannot be known yet.
-STATES = ("built", "missing", "changed", "failed", "unknown")
-
-
-@dataclass
-class Planned:
-    job: Job
-    toolchain: str
-    image_id: str | None
-    key: str | None
-    state: str  # one of STATES
-    error: str | None = None
-
-
-@functools.cache
-def _script_digest(recipe_name: str) -> str:
-    return hashlib.sha256(recipes.get(recipe_name).script().encode()).hexdigest()
-
-
-@functools.cache
-def _driver_part(name: str, version: str, kind: str, recipe: str, source_digest: str) -> str:
-    return build_key({"format": BUILD_FORMAT, "name": name, "version": version, "kind": kind, "recipe": recipe,
-                      "recipe_script": _script_digest(recipe), "source": source_digest})
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _kernel_part(ident: tuple[str, ...], header_digests: tuple[str, ...]) -> str:
-    # Fields never hold NUL (validated), so joining on it is unambiguous.
-    return hashlib.sha256("\0".join((*ident, "", *header_digests)).encode()).hexdigest()
-
-
-def job_key(job: Job, source_digest: str, header_digests: list[str], image_id: str) -> str:
-    """The build key: a hash of everything that changes a build's output.
-
-    Driver side (name, version, kind, recipe and its script, source digest) and kernel side
-    (identifiers, header digests) are hashed once each and combined with the builder image id, so a
-    plan over tens of thousands of jobs costs one short hash per job.
-    """
-    driver = _driver_part(job.driver.name, job.driver.version, job.kind, job.driver.recipe, source_digest)
-    kernel = _kernel_part(job.kernel.ident, tuple(header_digests))
-    return hashlib.sha256(f"{driver}:{kernel}:{image_id}".encode()).hexdigest()
-
-
-def _known_source_digest(home: Home, driver: Driver, cache: dict[tuple[str, str], str | None]) -> str | None:
-    key = (driver.source.location, driver.version)
-    if key not in cache:
-        source = driver.source
-        if source.path:
-            path = Path(source.path)
-            cache[key] = tree_digest(path) if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
-        elif source.sha256:
-            cache[key] = source.sha256
-        else:
-            cache[key] = home.store.source_digest(source.location, driver.version)
-    return cache[key]
-
-
-def plan(home: Home, jobs: list[Job], image_ids: dict[str, str]) -> list[Planned]:
-    """What each job needs, from the database alone: no network, no Docker call per job."""
-    url_digests = home.store.url_digests()
-    states = home.store.job_states()
-    source_digests: dict[tuple[str, str], str | None] = {}
-    chains: dict[tuple[tuple[int, ...], str | None], images.Toolchain] = {}
-    failed_keys = [s[0] for s in states.values() if s[1] == "failed"]
-    errors = {k: r.error for k, r in home.store.builds(failed_keys).items()} if failed_keys else {}
-    out: list[Planned] = []
-    kernel = None
-    for job in jobs:
-        if job.kernel is not kernel:  # jobs come kernel by kernel: resolve each kernel once
-            kernel = job.kernel
-            chain_key = (images.kernel_version(kernel.kernelrelease), kernel.builder)
-            chain = chains.get(chain_key)
-            if chain is None:
-                chain = chains[chain_key] = images.choose(kernel)
-            image_id = image_ids.get(chain.tag)
-            headers = [h.sha256 or url_digests.get(h.url) for h in kernel.headers]
-            headers_known = all(headers)
-        assert chain is not None
-        source = _known_source_digest(home, job.driver, source_digests)
-        key = None
-        if image_id and source and headers_known:
-            key = job_key(job, source, headers, image_id)  # type: ignore[arg-type]
-        last = states.get(job.job_id)
-        if key and last and last[2] == key:  # what publish would serve is built from these inputs
-            state = "built"
-        elif last and last[1] == "failed" and (key is None or last[0] == key):
-            state = "failed"
-        elif last and last[2]:
-            # Built before: with a computable key the inputs changed; without one (no builder image,
-            # headers never fetched), build will tell.
-            state = "changed" if key else "unknown"
-        else:
-            state = "missing"
-        out.append(Planned(job, chain.name, image_id, key, state,
-                           errors.get(last[0]) if last and state == "failed" else None))
-    return out
-
 
 # -- running -------------------------------------------------------------------------------------
 

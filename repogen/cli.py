@@ -12,7 +12,6 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -51,7 +50,7 @@ class Ctx:
     @property
     def home(self) -> Any:
         if self._home is None:
-            from repogen.build import Home
+            from repogen.home import Home
 
             self._home = Home(self.home_path)
         return self._home
@@ -99,7 +98,8 @@ def validate(ctx: Ctx, as_json: bool) -> None:
                   f"= {summary['jobs']} builds ({len(config.files)} files)")
 
 
-def _image_ids(required: bool) -> tuple[Any, dict[str, str]]:
+def _image_ids(ctx: Ctx, required: bool) -> tuple[Any, dict[str, str]]:
+    """Builder image ids from the Docker engine, recorded in the state for `plan`."""
     from repogen import container, images
 
     try:
@@ -108,7 +108,9 @@ def _image_ids(required: bool) -> tuple[Any, dict[str, str]]:
         if required:
             raise
         return None, {}
-    return client, images.resolve_ids(client)
+    ids = images.resolve_ids(client)
+    ctx.home.store.record_images(ids)
+    return client, ids
 
 
 def _select(config: Config, only: tuple[str, ...], shard: str | None) -> list[Any]:
@@ -135,14 +137,20 @@ def selector_options(fn: Any) -> Any:
 @selector_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per job.")
 @click.option("--all", "show_all", is_flag=True, help="List built jobs too, not only the work to do.")
+@click.option("--check-images", is_flag=True,
+              help="Ask the Docker engine for the builder image ids (default: those recorded by the last "
+                   "`images build` or `build`; Docker is asked only when none are recorded).")
 @pass_ctx
-def plan(ctx: Ctx, only: tuple[str, ...], shard: str | None, as_json: bool, show_all: bool) -> None:
-    """What would be built, what is already built, what failed last time."""
-    from repogen.build import plan as make_plan
+def plan(ctx: Ctx, only: tuple[str, ...], shard: str | None, as_json: bool, show_all: bool,
+         check_images: bool) -> None:
+    """What would be built, what is already built, what failed last time (no Docker needed)."""
+    from repogen.plan import plan as make_plan
 
     config = ctx.config()
     jobs = _select(config, only, shard)
-    _, ids = _image_ids(required=False)
+    ids = {} if check_images else ctx.home.store.image_ids()
+    if not ids:
+        _, ids = _image_ids(ctx, required=False)
     planned = make_plan(ctx.home, jobs, ids)
     counts = Counter(p.state for p in planned)
     if as_json:
@@ -181,14 +189,16 @@ def plan(ctx: Ctx, only: tuple[str, ...], shard: str | None, as_json: bool, show
 def build(ctx: Ctx, only: tuple[str, ...], shard: str | None, jobs: int, rebuild: tuple[str, ...],
           keep_work: bool, as_json: bool) -> None:
     """Build every missing (driver, kernel, kind) in its own hermetic container and verify it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from repogen.build import Builder, Result
-    from repogen.build import plan as make_plan
     from repogen.matrix import Selector
+    from repogen.plan import plan as make_plan
 
     config = ctx.config()
     selected = _select(config, only, shard)
     rebuild_selectors = [Selector(s) for s in rebuild]
-    client, ids = _image_ids(required=True)
+    client, ids = _image_ids(ctx, required=True)
     planned = make_plan(ctx.home, selected, ids)
     builder = Builder(ctx.home, config, client, image_ids=ids, keep_work=keep_work)
     todo = sum(1 for p in planned if p.state != "built" or not p.job.driver.source.pinned
@@ -352,11 +362,12 @@ def images() -> None:
 
 @images.command("list")
 @click.option("--json", "as_json", is_flag=True)
-def images_list(as_json: bool) -> None:
+@pass_ctx
+def images_list(ctx: Ctx, as_json: bool) -> None:
     """The toolchains, the kernels each serves, and whether its image is built."""
     from repogen import images as images_mod
 
-    _, ids = _image_ids(required=False)
+    _, ids = _image_ids(ctx, required=False)
     rows = [{"toolchain": t.name, "image": t.tag, "suite": t.suite, "gcc": t.gcc, "clang": t.clang,
              "kernels": t.kernels, "id": ids.get(t.tag)} for t in images_mod.toolchains().values()]
     if as_json:
@@ -399,6 +410,7 @@ def images_build(ctx: Ctx, toolchains: tuple[str, ...], build_all: bool, force: 
         with err.status(f"building {chain.tag}"):
             image = images_mod.build(client, chain, ctx.home.logs / "images" / f"{name}.log")
         out.print(f"{chain.tag}: built ({image[:19]})")
+    ctx.home.store.record_images(images_mod.resolve_ids(client))
 
 
 @images.command("bootstrap")

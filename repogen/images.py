@@ -18,13 +18,15 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import docker
-import docker.errors
 import yaml
 
 from repogen.errors import RepogenError
 from repogen.model import Kernel
+
+if TYPE_CHECKING:  # the Docker SDK is imported where it is used: `plan` and `validate` never load it
+    import docker
 
 BASE_REPOSITORY = "repogen/base"
 BUILDER_REPOSITORY = "repogen/builder"
@@ -68,8 +70,11 @@ def toolchains() -> dict[str, Toolchain]:
             for name, spec in data["toolchains"].items()}
 
 
+_MAJOR_MINOR = re.compile(r"(\d+)\.(\d+)")
+
+
 def kernel_version(release: str) -> tuple[int, ...]:
-    m = re.match(r"(\d+)\.(\d+)", release)
+    m = _MAJOR_MINOR.match(release)
     return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
@@ -97,6 +102,8 @@ def dockerfile(chain: Toolchain) -> str:
 
 
 def image_id(client: docker.DockerClient, tag: str) -> str | None:
+    import docker.errors
+
     try:
         return str(client.images.get(tag).id)
     except docker.errors.ImageNotFound:
@@ -114,6 +121,8 @@ def resolve_ids(client: docker.DockerClient) -> dict[str, str]:
 
 def build(client: docker.DockerClient, chain: Toolchain, log_path: Path) -> str:
     """Build one builder image (host network, so apt reaches the mirror); returns its id."""
+    import docker.errors
+
     if image_id(client, chain.base_tag) is None:
         raise RepogenError(f"base image {chain.base_tag} is missing",
                            hint=f"run `repogen images bootstrap --suite {chain.suite}` first")

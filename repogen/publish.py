@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from repogen import __version__
-from repogen.build import Home
 from repogen.errors import PublishError
+from repogen.home import Home
 from repogen.matrix import expand
 from repogen.model import Config, Job, Kind
 

@@ -32,6 +32,8 @@ CREATE TABLE IF NOT EXISTS builds (
 CREATE INDEX IF NOT EXISTS builds_job ON builds(job_id);
 CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY, last_key TEXT NOT NULL, last_status TEXT NOT NULL, good_key TEXT);
+CREATE TABLE IF NOT EXISTS images (
+    tag TEXT PRIMARY KEY, image_id TEXT NOT NULL, seen_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS sources (
     location TEXT NOT NULL, version TEXT NOT NULL, sha256 TEXT NOT NULL, fetched_at REAL NOT NULL,
     PRIMARY KEY (location, version));
@@ -108,6 +110,16 @@ class Store(UrlIndex):
     def url_digests(self) -> dict[str, str]:
         return dict(self._connection().execute("SELECT url, sha256 FROM downloads").fetchall())
 
+    # -- builder images ---------------------------------------------------------------------------
+    def record_images(self, ids: dict[str, str]) -> None:
+        """Remember the builder image ids Docker reported, so `plan` needs no Docker engine."""
+        with self._db() as db:
+            db.execute("DELETE FROM images")
+            db.executemany("INSERT INTO images VALUES (?,?,?)", [(t, i, time.time()) for t, i in ids.items()])
+
+    def image_ids(self) -> dict[str, str]:
+        return dict(self._connection().execute("SELECT tag, image_id FROM images"))
+
     # -- driver sources ---------------------------------------------------------------------------
     def source_digest(self, location: str, version: str) -> str | None:
         row = self._connection().execute(
@@ -179,6 +191,14 @@ class Store(UrlIndex):
     def ok_keys(self) -> set[str]:
         rows = self._connection().execute("SELECT build_key FROM builds WHERE status='ok'").fetchall()
         return {r[0] for r in rows}
+
+    def good_keys(self) -> dict[str, str | None]:
+        """job_id -> the key of the artifact publish serves (None if none)."""
+        return dict(self._connection().execute("SELECT job_id, good_key FROM jobs"))
+
+    def failed_jobs(self) -> dict[str, str]:
+        """job_id -> key of the last attempt, for jobs whose last attempt failed."""
+        return dict(self._connection().execute("SELECT job_id, last_key FROM jobs WHERE last_status='failed'"))
 
     def job_states(self) -> dict[str, tuple[str, str, str | None]]:
         """job_id -> (last key, last status, last good key)."""

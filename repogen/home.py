@@ -1,0 +1,28 @@
+"""The state directory (``.repogen/`` or ``$REPOGEN_HOME``): database, artifact store, caches, logs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from repogen.fetch import DownloadCache
+from repogen.headers import HeadersCache
+from repogen.sources import SourceCache
+from repogen.store import Store
+
+
+class Home:
+    """The state directory (``.repogen/`` or ``$REPOGEN_HOME``): database, store, caches, logs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.absolute()
+        self.store = Store(self.path)
+        self.downloads = DownloadCache(self.path / "cache" / "downloads", self.store,
+                                       timeout=float(os.environ.get("REPOGEN_FETCH_TIMEOUT", "60")),
+                                       retries=int(os.environ.get("REPOGEN_FETCH_RETRIES", "2")))
+        self.headers = HeadersCache(self.path / "cache" / "kernels")
+        self.sources = SourceCache(self.path / "cache" / "sources", self.downloads)
+        self.prepared = self.path / "cache" / "prepared"
+        self.logs = self.path / "logs"
+        self.work = self.path / "work"
+        self.config_cache = self.path / "cache" / "config"

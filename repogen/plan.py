@@ -1,0 +1,133 @@
+"""Plan: which jobs are built, missing, changed or failed, from the database alone.
+
+No network and no Docker: the builder image ids come from the database (recorded by `repogen images
+build` and `repogen build`), so a no-op plan over tens of thousands of jobs is one pass of short
+hashes, and a CI planner needs no Docker engine.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from repogen import images, recipes
+from repogen.home import Home
+from repogen.model import Driver, Job, Kind
+from repogen.sources import tree_digest
+from repogen.store import build_key
+
+#: Bump when the way artifacts are built changes in a way the other inputs do not capture.
+BUILD_FORMAT = 1
+
+#: built: done with these exact inputs; missing: never built; changed: built from other inputs;
+#: failed: the last attempt failed; unknown: built before, but the inputs cannot be known yet.
+STATES = ("built", "missing", "changed", "failed", "unknown")
+
+
+@dataclass
+class Planned:
+    job: Job
+    toolchain: str
+    image_id: str | None
+    key: str | None
+    state: str  # one of STATES
+    error: str | None = None
+
+
+@functools.cache
+def _script_digest(recipe_name: str) -> str:
+    return hashlib.sha256(recipes.get(recipe_name).script().encode()).hexdigest()
+
+
+@functools.cache
+def _driver_part(name: str, version: str, kind: str, recipe: str, source_digest: str) -> str:
+    return build_key({"format": BUILD_FORMAT, "name": name, "version": version, "kind": kind, "recipe": recipe,
+                      "recipe_script": _script_digest(recipe), "source": source_digest})
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _kernel_part(ident: tuple[str, ...], header_digests: tuple[str, ...]) -> str:
+    # Fields never hold NUL (validated), so joining on it is unambiguous.
+    return hashlib.sha256("\0".join((*ident, "", *header_digests)).encode()).hexdigest()
+
+
+def job_key(job: Job, source_digest: str, header_digests: list[str], image_id: str) -> str:
+    """The build key: a hash of everything that changes a build's output.
+
+    Driver side (name, version, kind, recipe and its script, source digest) and kernel side
+    (identifiers, header digests) are hashed once each and combined with the builder image id, so a
+    plan over tens of thousands of jobs costs one short hash per job.
+    """
+    driver = _driver_part(job.driver.name, job.driver.version, job.kind, job.driver.recipe, source_digest)
+    kernel = _kernel_part(job.kernel.ident, tuple(header_digests))
+    return _combine(driver, kernel, image_id)
+
+
+def _combine(driver_part: str, kernel_part: str, image_id: str) -> str:
+    return hashlib.sha256(f"{driver_part}:{kernel_part}:{image_id}".encode()).hexdigest()
+
+
+def _known_source_digest(home: Home, driver: Driver, cache: dict[tuple[str, str], str | None]) -> str | None:
+    key = (driver.source.location, driver.version)
+    if key not in cache:
+        source = driver.source
+        if source.path:
+            path = Path(source.path)
+            cache[key] = tree_digest(path) if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+        elif source.sha256:
+            cache[key] = source.sha256
+        else:
+            cache[key] = home.store.source_digest(source.location, driver.version)
+    return cache[key]
+
+
+def plan(home: Home, jobs: list[Job], image_ids: dict[str, str]) -> list[Planned]:
+    """What each job needs, from the database alone: no network, no Docker call per job."""
+    url_digests = home.store.url_digests()
+    good = home.store.good_keys()
+    failed = home.store.failed_jobs()
+    source_digests: dict[tuple[str, str], str | None] = {}
+    chains: dict[tuple[tuple[int, ...], str | None], images.Toolchain] = {}
+    errors = {k: r.error for k, r in home.store.builds(list(failed.values())).items()} if failed else {}
+    out: list[Planned] = []
+    kernel = None
+    kernel_part = ""
+    driver_parts: dict[tuple[int, Kind], str | None] = {}
+    for job in jobs:
+        if job.kernel is not kernel:  # jobs come kernel by kernel: resolve each kernel once
+            kernel = job.kernel
+            chain_key = (images.kernel_version(kernel.kernelrelease), kernel.builder)
+            chain = chains.get(chain_key)
+            if chain is None:
+                chain = chains[chain_key] = images.choose(kernel)
+            image_id = image_ids.get(chain.tag)
+            headers = [h.sha256 or url_digests.get(h.url) for h in kernel.headers]
+            kernel_part = _kernel_part(kernel.ident, tuple(headers)) if all(headers) else ""  # type: ignore[arg-type]
+        assert chain is not None
+        driver_key = (id(job.driver), job.kind)  # identity: hashing a frozen dataclass is slow
+        if driver_key not in driver_parts:
+            source = _known_source_digest(home, job.driver, source_digests)
+            driver_parts[driver_key] = source and _driver_part(
+                job.driver.name, job.driver.version, job.kind, job.driver.recipe, source)
+        driver_part = driver_parts[driver_key]
+        key = None
+        if image_id and driver_part and kernel_part:
+            key = _combine(driver_part, kernel_part, image_id)
+        job_id = job.job_id
+        good_key = good.get(job_id)
+        failed_key = failed.get(job_id)
+        if key and good_key == key:  # what publish would serve is built from these inputs
+            state = "built"
+        elif failed_key and (key is None or failed_key == key):
+            state = "failed"
+        elif good_key:
+            # Built before: with a computable key the inputs changed; without one (no builder image,
+            # headers never fetched), build will tell.
+            state = "changed" if key else "unknown"
+        else:
+            state = "missing"
+        error = errors.get(failed_key) if state == "failed" else None
+        out.append(Planned(job, chain.name, image_id, key, state, error))
+    return out
