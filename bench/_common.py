@@ -170,13 +170,44 @@ def unpacked_trees(home: Path, target: str = "debian") -> list[Any]:
     return trees
 
 
-def bare_build(tree: Any, kind: str, scratch: Path) -> float:
-    """A fresh copy of hello-kbuild, then a bare ``docker run`` of the recipe's make with the same
-    mounts, user and container settings repogen uses; returns the wall-clock seconds of both."""
+def falco_sized_driver(dest: Path, name: str = "falco", files: int = 40, functions: int = 40) -> Path:
+    """A kbuild module about the size of Falco's kernel module (falcosecurity/libs ``driver/``: some
+    30-40 C files, each including a good part of the kernel headers), so a build takes as long as a
+    real one and the fixed cost of the command is measured against a realistic job."""
+    dest.mkdir(parents=True, exist_ok=True)
+    objects = []
+    for i in range(files):
+        body = ["#include <linux/module.h>", "#include <linux/sched.h>", "#include <linux/fs.h>",
+                "#include <linux/net.h>", "#include <linux/slab.h>", "#include <linux/uaccess.h>", ""]
+        for j in range(functions):
+            body += [f"u64 {name}_f{i}_{j}(const u8 *buf, size_t len, u64 seed)", "{",
+                     "\tu64 acc = seed; size_t k;",
+                     "\tfor (k = 0; k < len; k++) {",
+                     f"\t\tswitch ((buf[k] + {j}) % 7) {{",
+                     "\t\tcase 0: acc = acc * 31 + buf[k]; break;",
+                     "\t\tcase 1: acc ^= (acc << 7) | buf[k]; break;",
+                     "\t\tcase 2: acc += current->pid * k; break;",
+                     f"\t\tcase 3: acc = (acc >> 3) + {i * functions + j}; break;",
+                     "\t\tdefault: acc -= buf[k] * (k + 1); break;", "\t\t}", "\t}", "\treturn acc;", "}",
+                     f"EXPORT_SYMBOL({name}_f{i}_{j});", ""]
+        (dest / f"part{i}.c").write_text("\n".join(body))
+        objects.append(f"part{i}.o")
+    (dest / "main.c").write_text(
+        "#include <linux/module.h>\nMODULE_LICENSE(\"GPL\");\n"
+        "static int __init m_init(void) { return 0; }\nstatic void __exit m_exit(void) {}\n"
+        "module_init(m_init);\nmodule_exit(m_exit);\n")
+    (dest / "Kbuild").write_text(f"obj-m += {name}.o\n{name}-y := main.o {' '.join(objects)}\n")
+    return dest
+
+
+def bare_build(tree: Any, kind: str, scratch: Path, source: Path = HELLO_KBUILD,
+               module: str = "hello_repogen") -> float:
+    """A fresh copy of the driver source, then a bare ``docker run`` of the recipe's make with the
+    same mounts, user and container settings repogen uses; returns the wall-clock seconds of both."""
     started = time.perf_counter()
     work = scratch / "work"
     shutil.rmtree(scratch, ignore_errors=True)
-    shutil.copytree(HELLO_KBUILD, work, symlinks=True)
+    shutil.copytree(source, work, symlinks=True)
     for dirpath, _, filenames in os.walk(work):
         os.chmod(dirpath, 0o777)
         for name in filenames:
@@ -190,7 +221,7 @@ def bare_build(tree: Any, kind: str, scratch: Path) -> float:
     cmd += ["--mount", f"type=bind,source={work},target=/work", BUILDER_TAG]
     if kind == "kmod":
         cmd += ["make", "-C", kdir, "M=/work", "modules"]
-        artifact = work / "hello_repogen.ko"
+        artifact = work / f"{module}.ko"
     else:
         cmd += ["make", "-C", "/work/bpf", f"KERNELDIR={kdir}", "CLANG=clang", "LLC=llc"]
         artifact = work / "bpf" / "probe.o"
