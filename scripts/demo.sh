@@ -21,8 +21,14 @@ restart() {
     nohup "$@" >"$DEMO/$name.log" 2>&1 &
     echo $! >"$pidfile"
 }
-wait_http() {
-    for _ in $(seq 1 50); do curl -fsS -o /dev/null "$1" && return 0; sleep 0.2; done
+wait_http() {  # URL NAME: the server NAME we started answers (not something else on that port)
+    for _ in $(seq 1 50); do
+        if ! kill -0 "$(cat "$DEMO/$2.pid")" 2>/dev/null; then
+            echo "$2 exited (port in use?): $(tail -n 3 "$DEMO/$2.log")" >&2; return 1
+        fi
+        curl -fsS -o /dev/null "$1" && return 0
+        sleep 0.2
+    done
     echo "no answer from $1" >&2; return 1
 }
 
@@ -30,7 +36,7 @@ log "fetching real Debian kernel headers through apt into a local mirror"
 python3 scripts/debian_headers.py --count 3 --dest "$DEMO/mirror" --base-url "http://127.0.0.1:$MIRROR_PORT" \
     --kernels-out examples/kernels.d/debian-demo.yaml
 restart mirror python3 -m http.server --bind 127.0.0.1 --directory "$DEMO/mirror" "$MIRROR_PORT"
-wait_http "http://127.0.0.1:$MIRROR_PORT/"
+wait_http "http://127.0.0.1:$MIRROR_PORT/" mirror
 
 if [ ! -f "$DEMO/signing-key.asc" ]; then
     log "making a demo signing key (a real deployment names its own: signing: in kernels.yaml)"
@@ -54,7 +60,7 @@ gpgconf --homedir "$DEMO/gnupg" --kill gpg-agent 2>/dev/null || true
 repogen -c examples/kernels.yaml publish --site site "${SIGN[@]}" \
     --deb "$DEMO/packages/*.deb" --rpm "$DEMO/packages/*.rpm" --base-url "http://127.0.0.1:$SITE_PORT"
 restart serve repogen serve --site site --port "$SITE_PORT"
-wait_http "http://127.0.0.1:$SITE_PORT/index.json"
+wait_http "http://127.0.0.1:$SITE_PORT/index.json" serve
 
 # Fetch one driver the way falcoctl does ('+' escaped as %2B) and check it against index.json.
 python3 - "$SITE_PORT" <<'PY'
