@@ -26,7 +26,7 @@ wait_http() {  # URL NAME: the server NAME we started answers (not something els
         if ! kill -0 "$(cat "$DEMO/$2.pid")" 2>/dev/null; then
             echo "$2 exited (port in use?): $(tail -n 3 "$DEMO/$2.log")" >&2; return 1
         fi
-        curl -fsS -o /dev/null "$1" && return 0
+        curl -fs -o /dev/null "$1" && return 0
         sleep 0.2
     done
     echo "no answer from $1" >&2; return 1
