@@ -8,6 +8,7 @@ thread pool, and a failed job is recorded and never stops the others.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -15,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,10 @@ from repogen.headers import KernelTree
 from repogen.home import Home
 from repogen.matrix import Selector
 from repogen.model import Config, Driver, Job, Kind
-from repogen.plan import Planned, _script_digest, job_key
+from repogen.plan import Planned, job_key, script_digest
 from repogen.sources import SourceTree
 from repogen.store import BuildRecord, build_key
 from repogen.verify import VerificationError, verify
-
-# -- running -------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -56,10 +55,11 @@ class Counters:
     prepares: int = 0
     kernels_unpacked: int = 0
     containers: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class Builder:
+    """Runs planned jobs; owns the per-run memory of shared steps (done once, failed once)."""
+
     def __init__(self, home: Home, config: Config, client: docker.DockerClient, *,
                  image_ids: dict[str, str], keep_work: bool = False) -> None:
         self.home = home
@@ -118,7 +118,7 @@ class Builder:
             return source.root
         key = build_key({"source": source.digest, "recipe": recipe.name, "name": job.driver.name,
                          "version": job.driver.version, "image": image_id,
-                         "script": _script_digest(recipe.name)})[:32]
+                         "script": script_digest(recipe.name)})[:32]
         with self._guard:
             lock = self._prepare_locks.setdefault(key, threading.Lock())
         with lock:
@@ -166,6 +166,7 @@ class Builder:
         chain = images.toolchains()[planned.toolchain]
         image_id = self.image_ids.get(chain.tag)
         key: str | None = None
+        inputs = ""
         log_path: Path | None = None
         try:
             if not image_id:
@@ -175,6 +176,10 @@ class Builder:
             source = self._source(job.driver)
             files = self._headers(job)
             key = job_key(job, source.digest, [f.sha256 for f in files], image_id)
+            # What went into the key, kept with the build: "why was this rebuilt?" is a diff away.
+            inputs = json.dumps({"source": source.digest, "headers": {f.url: f.sha256 for f in files},
+                                 "image": image_id, "recipe": job.driver.recipe,
+                                 "recipe_script": script_digest(job.driver.recipe)}, sort_keys=True)
             if not force and self.home.store.is_ok(key):
                 # Built before from these very inputs (e.g. a source reverted to an earlier state):
                 # make it the job's current artifact again, without compiling.
@@ -188,14 +193,15 @@ class Builder:
             if not self.keep_work:
                 shutil.rmtree(scratch, ignore_errors=True)
             self._record(job, key, "ok", started, image_id, chain.name, log_path, digest=digest, size=size,
-                         vermagic=info.vermagic, tree=tree)
+                         vermagic=info.vermagic, tree=tree, inputs=inputs)
             return Result(job, "built", time.time() - started, key, digest, log=str(log_path))
         except (RepogenError, VerificationError, OSError, docker.errors.DockerException) as exc:
             message = str(exc) if not isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
             # Before the key is known (a download failed), record under the key plan computes from the
             # pinned digests, so `plan` shows this job as failed; else under a key of its own.
             failed_key = key or planned.key or build_key({"job": job.job_id, "unresolved": message})
-            self._record(job, failed_key, "failed", started, image_id, chain.name, log_path, error=message)
+            self._record(job, failed_key, "failed", started, image_id, chain.name, log_path, error=message,
+                         inputs=inputs)
             return Result(job, "failed", time.time() - started, failed_key, error=message,
                           log=str(log_path) if log_path else None)
 
@@ -250,7 +256,8 @@ class Builder:
 
     def _record(self, job: Job, key: str, status: str, started: float, image_id: str | None, toolchain: str,
                 log_path: Path | None, *, digest: str | None = None, size: int | None = None,
-                vermagic: str | None = None, tree: KernelTree | None = None, error: str | None = None) -> None:
+                vermagic: str | None = None, tree: KernelTree | None = None, error: str | None = None,
+                inputs: str = "") -> None:
         finished = time.time()
         config_sha = None
         if job.kernel.kernelconfigdata:
@@ -263,7 +270,7 @@ class Builder:
             build_key=key, job_id=job.job_id, status=status, artifact_sha256=digest, size=size,
             image_id=image_id, toolchain=toolchain, vermagic=vermagic,
             kernel_release=tree.release if tree else None, kernel_config_sha256=config_sha,
-            inputs="", started_at=started, finished_at=finished, seconds=finished - started,
+            inputs=inputs, started_at=started, finished_at=finished, seconds=finished - started,
             log_path=str(log_path) if log_path else None, error=error))
 
     # the whole run ------------------------------------------------------------------------------

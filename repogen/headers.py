@@ -92,8 +92,8 @@ def _unpack_rpm(path: Path, dest: Path) -> None:
                           cwd=dest, capture_output=True)
     _, rpm_err = rpm2cpio.communicate()
     if rpm2cpio.returncode or cpio.returncode:
-        detail = (rpm_err or cpio.stderr).decode(errors="replace").strip()
-        raise FetchError(f"corrupt or truncated .rpm: {detail or 'rpm2cpio failed'}")
+        message = (rpm_err or cpio.stderr).decode(errors="replace").strip()
+        raise FetchError(f"corrupt or truncated .rpm: {message or 'rpm2cpio failed'}")
 
 
 def _unpack_tarball(path: Path, dest: Path) -> None:

@@ -37,14 +37,14 @@ class Planned:
 
 
 @functools.cache
-def _script_digest(recipe_name: str) -> str:
+def script_digest(recipe_name: str) -> str:
     return hashlib.sha256(recipes.get(recipe_name).script().encode()).hexdigest()
 
 
 @functools.cache
 def _driver_part(name: str, version: str, kind: str, recipe: str, source_digest: str) -> str:
     return build_key({"format": BUILD_FORMAT, "name": name, "version": version, "kind": kind, "recipe": recipe,
-                      "recipe_script": _script_digest(recipe), "source": source_digest})
+                      "recipe_script": script_digest(recipe), "source": source_digest})
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -104,7 +104,7 @@ def plan(home: Home, jobs: list[Job], image_ids: dict[str, str]) -> list[Planned
                 chain = chains[chain_key] = images.choose(kernel)
             image_id = image_ids.get(chain.tag)
             headers = [h.sha256 or url_digests.get(h.url) for h in kernel.headers]
-            kernel_part = _kernel_part(kernel.ident, tuple(headers)) if all(headers) else ""  # type: ignore[arg-type]
+            kernel_part = _kernel_part(kernel.ident, tuple(h or "" for h in headers)) if all(headers) else ""
         assert chain is not None
         driver_key = (id(job.driver), job.kind)  # identity: hashing a frozen dataclass is slow
         if driver_key not in driver_parts:
@@ -128,6 +128,6 @@ def plan(home: Home, jobs: list[Job], image_ids: dict[str, str]) -> list[Planned
             state = "changed" if key else "unknown"
         else:
             state = "missing"
-        error = errors.get(failed_key) if state == "failed" else None
+        error = errors.get(failed_key) if failed_key and state == "failed" else None
         out.append(Planned(job, chain.name, image_id, key, state, error))
     return out
