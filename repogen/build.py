@@ -259,13 +259,7 @@ class Builder:
                 vermagic: str | None = None, tree: KernelTree | None = None, error: str | None = None,
                 inputs: str = "") -> None:
         finished = time.time()
-        config_sha = None
-        if job.kernel.kernelconfigdata:
-            import base64
-
-            config_sha = hashlib.sha256(base64.b64decode(job.kernel.kernelconfigdata)).hexdigest()
-        elif tree is not None:
-            config_sha = tree.config_sha256
+        config_sha = tree.config_sha256 if tree is not None else None  # the headers' own .config
         self.home.store.record_build(BuildRecord(
             build_key=key, job_id=job.job_id, status=status, artifact_sha256=digest, size=size,
             image_id=image_id, toolchain=toolchain, vermagic=vermagic,

@@ -8,6 +8,7 @@ exactly as it was.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import errno
 import hashlib
@@ -56,9 +57,14 @@ def driver_path(job: Job) -> str:
     return f"driver/{job.driver.version}/{job.kernel.architecture}/{job.artifact_name}"
 
 
-def v1_path(job: Job, config_sha256: str | None) -> str:
-    """The original build service's layout, with the kernel config's sha256 as the last directory."""
+def v1_path(job: Job, headers_config_sha256: str | None) -> str:
+    """The original build service's layout, with the kernel config's sha256 as the last directory:
+    of ``kernelconfigdata`` when the matrix gives it (what the service's clients sent), else of the
+    headers' own ``.config``."""
     k = job.kernel
+    config_sha256 = headers_config_sha256
+    if k.kernelconfigdata:
+        config_sha256 = hashlib.sha256(base64.b64decode(k.kernelconfigdata)).hexdigest()
     return (f"v1/module/{k.target}/{k.architecture}/{job.driver.version}/{k.kernelrelease}/{k.kernelversion}/"
             f"{config_sha256 or 'unknown'}/{job.driver.name}{job.kind.extension}")
 

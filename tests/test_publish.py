@@ -307,3 +307,25 @@ def test_publish_to_a_path_that_is_a_file_is_refused(tmp_path: Path, built: Buil
     assert "is not a directory" in " ".join(result.err.split())
     assert site.read_text() == "precious\n"
     assert not list((tmp_path / ".site.generations").glob("*"))
+
+
+def test_kernelconfigdata_names_the_v1_directory_without_a_rebuild(tmp_path: Path, built: Built) -> None:
+    """The build service's clients send their kernel config: its sha256 is the last v1 directory."""
+    import base64
+
+    config_text = b"CONFIG_X86_64=y\nCONFIG_MODULES=y\n"
+    encoded = base64.b64encode(config_text).decode()
+    text = built.config.read_text().replace("    architecture: x86_64\n",
+                                            f"    architecture: x86_64\n    kernelconfigdata: {encoded}\n", 1)
+    config = tmp_path / "kernels.yaml"
+    config.write_text(text)
+    repogen = Repogen(built.home, config)
+    plan = repogen("plan", "--json")
+    assert plan.json["counts"] == {"built": 2}  # the config data does not change what is built
+    site = tmp_path / "site"
+    result = repogen("publish", "--site", str(site), "--json")
+    assert result.code == 0, result.err
+    index = json.loads((site / "index.json").read_text())
+    expected = hashlib.sha256(config_text).hexdigest()
+    assert {a["v1_path"].split("/")[-2] for a in index["artifacts"]} == {expected}
+    assert all((site / a["v1_path"]).is_file() for a in index["artifacts"])
