@@ -163,3 +163,33 @@ def test_artifact_checksums_in_store_match(tmp_path: Path, mirror, builder_image
     log = Path(result.json["results"][0]["log"]).read_text()
     assert "network none" in log and "verified hello_repogen.ko" in log
     assert json.dumps(result.json)
+
+
+def test_build_container_is_hermetic(tmp_path: Path, mirror, builder_image: str) -> None:
+    """The build runs as non-root, with no capabilities, no network but loopback, read-only headers
+    and root filesystem, and limits: the driver's own Kbuild reports what it sees into the log."""
+    source = tmp_path / "probe"
+    shutil.copytree(HELLO_KBUILD, source)
+    probes = (
+        "$(info HERMETIC uid=$(shell id -u))"
+        "$(info HERMETIC capeff=$(shell grep CapEff /proc/self/status | cut -f2))"
+        "$(info HERMETIC nonewprivs=$(shell grep NoNewPrivs /proc/self/status | cut -f2))"
+        "$(info HERMETIC ifaces=$(shell ls /sys/class/net | tr '\\n' ' '))"
+        "$(info HERMETIC headers=$(shell touch $(KERNELDIR)/x 2>&1 | grep -o 'Read-only file system'))"
+        "$(info HERMETIC root=$(shell touch /etc/x 2>&1 | grep -o 'Read-only file system'))"
+        "$(info HERMETIC pids=$(shell cat /sys/fs/cgroup/pids.max /sys/fs/cgroup/pids/pids.max 2>/dev/null))"
+    )
+    (source / "Kbuild").write_text((source / "Kbuild").read_text() + probes + "\n")
+    config = write_config(tmp_path, [driver_yaml("hello_repogen", "0.1.0", source, "kbuild", "[kmod]")],
+                          mirror.kernels[:1], "build: {pids: 512}\n")
+    result = Repogen(tmp_path / "home", config)("build", "--json")
+    assert result.code == 0, result.err + result.out
+    log = Path(result.json["results"][0]["log"]).read_text()
+    seen = dict(line.split("HERMETIC ", 1)[1].split("=", 1) for line in log.splitlines() if "HERMETIC " in line)
+    assert seen["uid"].strip() == "1000"
+    assert int(seen["capeff"].strip(), 16) == 0
+    assert seen["nonewprivs"].strip() == "1"
+    assert seen["ifaces"].split() == ["lo"]
+    assert seen["headers"].strip() == "Read-only file system"
+    assert seen["root"].strip() == "Read-only file system"
+    assert seen["pids"].strip() == "512"
