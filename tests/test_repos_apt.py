@@ -379,3 +379,52 @@ def test_republish_counts_each_package_once_and_reuses_unchanged_indexes(debs: d
     assert b"Version: 2.0-1" in (tmp_path / "s3" / binary.format("amd64", "")).read_bytes()
     assert (tmp_path / "s3" / binary.format("arm64", "")).read_bytes() == \
         (tmp_path / "s1" / binary.format("arm64", "")).read_bytes()
+
+
+@pytest.mark.parametrize("lines", [3, 60, 400])  # control text within 2 KiB, within 8 KiB, beyond
+def test_read_deb_long_control_matches_debfile(lines: int, tmp_path: Path) -> None:
+    """The control member is inflated a little at a time: a long one is still read whole."""
+    from debian.debfile import DebFile
+
+    from repogen.repos.apt import read_deb
+
+    deb = make_deb(tmp_path, "foo", "1.0-1", "amd64")
+    unpacked = tmp_path / "unpacked"
+    subprocess.run(["dpkg-deb", "-R", str(deb), str(unpacked)], check=True, capture_output=True)
+    control = unpacked / "DEBIAN/control"
+    control.write_text(control.read_text() + "".join(f" line {i} of a long description\n" for i in range(lines)))
+    rebuilt = tmp_path / "long.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(unpacked), str(rebuilt)],
+                   check=True, capture_output=True)
+    record = read_deb(rebuilt)
+    assert not isinstance(record, str)
+    assert record.stanza.startswith(DebFile(str(rebuilt)).debcontrol().dump())
+    assert record.stanza.count(" of a long description\n") == lines
+
+
+def test_ar_layout_agrees_with_arfile(debs: dict[str, Path]) -> None:
+    """The in-memory ar reader sees the members python-debian's arfile sees, or defers to it."""
+    import io
+
+    from debian import arfile
+
+    from repogen.repos.apt import _ar_layout
+
+    def member(name: bytes, data: bytes) -> bytes:
+        header = name.ljust(16) + b"0".ljust(12) + b"0".ljust(6) + b"0".ljust(6) + b"100644".ljust(8)
+        return header + str(len(data)).encode().ljust(10) + b"`\n" + data + b"\n" * (len(data) % 2)
+
+    real = next(iter(debs.values())).read_bytes()
+    odd = b"!<arch>\n" + member(b"debian-binary/", b"2.0\n") + member(b"control.tar.gz/", b"abc")
+    odd += member(b"data.tar.xz", b"12345")
+    for data in (real, odd, odd[:-1], odd[:-4]):
+        layout = _ar_layout(data)
+        assert layout is not None
+        members = arfile.ArFile(fileobj=io.BytesIO(data)).getmembers()
+        assert [(name, data[start:start + size], size) for name, start, size in layout] == \
+            [(m.name, arfile.ArFile(fileobj=io.BytesIO(data)).getmember(m.name).read(), m.size) for m in members]
+    for broken in (b"", real[:100], b"!<arch>\n" + b"x" * 59, real[:8] + real[8:68].replace(b"`\n", b"??"),
+                   b"!<arch>\n" + member(b"a", b"1").replace(b"1         `", b"zz        `")):
+        assert _ar_layout(broken) is None  # read_deb leaves these to arfile, which refuses them
+        with pytest.raises((OSError, ValueError, arfile.ArError)):
+            arfile.ArFile(fileobj=io.BytesIO(broken))

@@ -247,3 +247,29 @@ def test_same_version_different_contents_is_refused(rpms: dict[str, Path], signe
                                            r"published .* never replaced"):
         publish(tmp_path / "s1", tmp_path / "live", [rebuilt], signer, tmp_path / "c")
     assert _snapshot(tmp_path / "live") == before
+
+
+def test_gzip_repodata_is_what_createrepo_c_writers_make(rpms: dict[str, Path], tmp_path: Path) -> None:
+    """repodata compressed in threads holds, byte for byte, what createrepo_c's XmlFile writers write."""
+    import gzip
+
+    from repogen.repos.rpm import _WRITERS, read_rpm
+
+    site = tmp_path / "site"
+    inputs = [rpms["foo1"], rpms["noarch"], rpms["arm"]]
+    publish(site, None, inputs, None, tmp_path / "cache")
+    records = sorted((read_rpm(path) for path in inputs), key=lambda r: r.pool_path)  # type: ignore[union-attr]
+    repomd = cr.Repomd(str(site / "rpm/repodata/repomd.xml"))
+    for index, (kind, writer_class) in enumerate(_WRITERS):
+        record = next(r for r in repomd.records if r.type == kind)
+        ours = gzip.decompress((site / "rpm" / record.location_href).read_bytes())
+        reference = tmp_path / f"{kind}.xml"
+        writer = writer_class(str(reference), compressiontype=cr.NO_COMPRESSION)
+        writer.set_num_of_pkgs(len(records))
+        for package in records:
+            assert not isinstance(package, str)
+            writer.add_chunk((package.primary, package.filelists, package.other)[index])
+        writer.close()
+        assert ours == reference.read_bytes()
+        assert record.size_open == len(ours)
+    assert not list((site / "rpm/repodata").glob(".*"))

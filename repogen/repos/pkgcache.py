@@ -25,6 +25,7 @@ SCHEMA_VERSION = 4
 
 _CHUNK = 1 << 20
 _PARALLEL_FROM = 64  # below this, a process pool costs more than it saves
+_BATCH = 2500  # records per background cache write while the workers read
 
 
 @dataclass(frozen=True)
@@ -145,23 +146,30 @@ class PackageCache:
         found: dict[tuple[int, int, int, int], str] = {}
         sizes = sorted({key[2] for key in keys})
         # Select by size (an indexed prefix would need dev,ino first): read the rows, match in Python.
-        for start in range(0, len(sizes), 500):
-            chunk = sizes[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            for dev, ino, size, mtime_ns, sha in self._db.execute(
-                f"SELECT dev, ino, size, mtime_ns, sha256 FROM files WHERE size IN ({marks})", chunk
-            ):
-                key = (dev, ino, size, mtime_ns)
-                if key in keys:
-                    found[key] = sha
+        # Each select scans the whole table: more sizes than one select takes, one scan of it all.
+        query = "SELECT dev, ino, size, mtime_ns, sha256 FROM files"
+        if len(sizes) <= 500:
+            query += f" WHERE size IN ({','.join('?' * len(sizes))})"
+        else:
+            sizes = []
+        for dev, ino, size, mtime_ns, sha in self._db.execute(query, sizes) if keys else ():
+            key = (dev, ino, size, mtime_ns)
+            if key in keys:
+                found[key] = sha
         return [found.get(_file_key(st)) for st in stats]
 
     def remember_digests(self, entries: Iterable[tuple[os.stat_result, str]]) -> None:
-        self._wait()
-        self._db.executemany(
-            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
-            [(*_file_key(st), sha) for st, sha in entries],
-        )
+        """Store file identities, in the background like ``put`` (the next call on the cache waits)."""
+        rows = [(*_file_key(st), sha) for st, sha in entries]
+        if rows:
+            self._pending = self._writer.submit(self._remember, rows, self._pending)
+
+    def _remember(self, rows: list[tuple[int, int, int, int, str]], previous: Future[None] | None) -> None:
+        if previous is not None:
+            previous.result()  # already done (one writer thread, in order): re-raise its error, if any
+        rows.sort()
+        self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)", rows)
+        self._db.commit()
 
     # -- level 2: sha256 -> record -----------------------------------------------------------
 
@@ -183,11 +191,13 @@ class PackageCache:
         for record in records:
             kind = type(record)
             by_kind.setdefault(kind, []).append(_row(kind)(record))
-        self._wait()
         if by_kind:
-            self._pending = self._writer.submit(self._insert, by_kind)
+            # Queued behind a pending write (one writer thread: they run in order), never waiting.
+            self._pending = self._writer.submit(self._insert, by_kind, self._pending)
 
-    def _insert(self, by_kind: dict[type[Any], list[tuple[Any, ...]]]) -> None:
+    def _insert(self, by_kind: dict[type[Any], list[tuple[Any, ...]]], previous: Future[None] | None = None) -> None:
+        if previous is not None:
+            previous.result()  # already done (one writer thread, in order): re-raise its error, if any
         for kind, rows in by_kind.items():
             rows.sort()  # in key order: appends to the b-tree instead of splitting pages all over
             marks = ",".join("?" * len(fields(kind)))
@@ -221,6 +231,7 @@ def identify(
     reader: Callable[[str, str | None, Container[str]], Record | str],
     stats: ReadStats,
     valid: Callable[[Record], bool] = lambda record: True,
+    known_stats: Sequence[os.stat_result] = (),
 ) -> list[Record]:
     """A record for every path, in order, reading only the packages the cache has never seen.
 
@@ -229,9 +240,12 @@ def identify(
     package), returns just the digest instead of parsing; it raises ``PublishError`` for a file that is
     not a valid package. Each file is read once: hashing and parsing are one pass, in parallel for many.
     A cached record that ``valid`` rejects (made under other options) is read again.
+    ``known_stats`` are the ``os.stat`` of the last paths, when the caller has them already.
     ``stats`` counts each package (sha256) once, however many of the paths hold it.
     """
-    file_stats = [os.stat(path) for path in paths]
+    # ``known_stats``: those of the last paths, taken already (check_inputs does, for the inputs).
+    stat = os.stat
+    file_stats = [stat(path) for path in paths[:len(paths) - len(known_stats)]] + list(known_stats)
     digests = cache.known_digests(file_stats)
     records: list[Record | None] = [None] * len(paths)
     from_cache: set[str] = set()
@@ -240,8 +254,9 @@ def identify(
 
     def lookup(indexes: list[int]) -> None:
         # Each record is fetched once, however many paths hold it (inputs copied in the pool, say).
-        found.update(cache.get(kind, [digest for i in indexes
-                                      if (digest := digests[i]) is not None and digest not in found]))
+        wanted = [digest for i in indexes if (digest := digests[i]) is not None and digest not in found]
+        if wanted:  # (a get waits for the cache's background writes)
+            found.update(cache.get(kind, wanted))
         for i in indexes:
             record = found.get(digests[i] or "")
             if record is not None and valid(record):
@@ -253,7 +268,10 @@ def identify(
     # Unknown files: hash, and parse only those whose digest the cache does not know (a known package
     # under a new name or inode is not parsed again).
     known = cache.digests(kind) if unhashed else frozenset()
-    results = _scan([paths[i] for i in unhashed], [None] * len(unhashed), reader, known)
+    # New records go to the cache's writer thread as the workers return them (its disk writes overlap
+    # the reading); a package met twice under two names is written twice, harmlessly (same row).
+    results = _scan(kind, [paths[i] for i in unhashed], [None] * len(unhashed), reader, known,
+                    on_records=cache.put)
     known_again: list[int] = []
     read: list[Record] = []
     for i, result in zip(unhashed, results, strict=True):
@@ -268,7 +286,10 @@ def identify(
     # Left: files whose digest the cache knows but whose record is missing or was made under other
     # options (or a new package met twice under two names): read them, checking the digest.
     pending = [i for i, record in enumerate(records) if record is None]
-    reread = _scan([paths[i] for i in pending], [digests[i] for i in pending], reader, frozenset())
+    stored = len(read)  # the records read so far are in the cache already (or on their way)
+    if pending:
+        cache.commit()  # the writer idle before workers may be forked (it must not hold sqlite's locks)
+    reread = _scan(kind, [paths[i] for i in pending], [digests[i] for i in pending], reader, frozenset())
     for i, result in zip(pending, reread, strict=True):
         assert not isinstance(result, str)
         records[i] = result
@@ -278,8 +299,7 @@ def identify(
     stats.cached += len(from_cache - fresh.keys())
     stats.hashed += len(unhashed)
     cache.remember_digests((file_stats[i], digests[i] or "") for i in unhashed)
-    cache.commit()
-    cache.put(fresh.values())  # committed in the background
+    cache.put({record.sha256: record for record in read[stored:]}.values())  # in the background too
     return [record for record in records if record is not None]
 
 
@@ -292,19 +312,44 @@ def _set_known(known: Container[str]) -> None:
 
 
 def _scan_one(reader: Callable[[str, str | None, Container[str]], Record | str], path: str,
-              sha256: str | None) -> Record | str:
-    return reader(path, sha256, _known)
+              sha256: str | None) -> tuple[Any, ...] | str:
+    """In a worker: the record as a plain tuple (a dataclass pickles and unpickles 3x slower)."""
+    result = reader(path, sha256, _known)
+    return result if isinstance(result, str) else _row(type(result))(result)
 
 
-def _scan(paths: list[str], digests: list[str | None],
+def _scan(kind: type[Record], paths: list[str], digests: list[str | None],
           reader: Callable[[str, str | None, Container[str]], Record | str],
-          known: Container[str]) -> list[Record | str]:
+          known: Container[str], on_records: Callable[[list[Record]], None] | None = None,
+          ) -> list[Record | str]:
+    """``reader`` over the paths, in worker processes when there are many; ``on_records`` gets the
+    records (not the bare digests) in batches as they come, while the workers go on."""
     if len(paths) < _PARALLEL_FROM or (os.cpu_count() or 1) < 2:
-        return [reader(path, digest, known) for path, digest in zip(paths, digests, strict=True)]
+        found = [reader(path, digest, known) for path, digest in zip(paths, digests, strict=True)]
+        if on_records is not None:
+            on_records([result for result in found if not isinstance(result, str)])
+        return found
     workers = min(os.cpu_count() or 1, 8)
     # fork: the workers inherit ``known`` (it may hold every digest ever cached) without pickling it.
     context = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_set_known,
                              initargs=(known,)) as pool:
-        return list(pool.map(functools.partial(_scan_one, reader), paths, digests,
-                             chunksize=max(1, len(paths) // (workers * 8))))
+        # All workers are forked by the first submit (map submits every chunk at once), before
+        # ``on_records`` starts the cache's writer thread: no fork while it holds sqlite's locks.
+        results = pool.map(functools.partial(_scan_one, reader), paths, digests,
+                           chunksize=max(1, len(paths) // (workers * 8)))
+        out: list[Record | str] = []
+        batch: list[Record] = []
+        for result in results:
+            if isinstance(result, str):
+                out.append(result)
+                continue
+            record = kind(*result)
+            out.append(record)
+            batch.append(record)
+            if on_records is not None and len(batch) >= _BATCH:
+                on_records(batch)
+                batch = []
+        if on_records is not None and batch:
+            on_records(batch)
+        return out

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from stat import S_ISREG
 from typing import Generic, TypeVar
 
 from repogen.errors import PublishError
@@ -51,13 +52,23 @@ class RepoStats:
     carried_forward: int = 0
 
 
-def check_inputs(paths: Iterable[str | Path], suffix: str) -> list[str]:
-    """Input files must exist and look like packages; a directory or a typo is reported by name."""
+def check_inputs(paths: Iterable[str | Path], suffix: str,
+                 stats: list[os.stat_result] | None = None) -> list[str]:
+    """Input files must exist and look like packages; a directory or a typo is reported by name.
+
+    Each file's stat is appended to ``stats`` when given (the cache looks files up by it).
+    """
     checked: list[str] = []
-    isfile = os.path.isfile
+    stat, regular = os.stat, S_ISREG
     for path in map(os.fspath, paths):
-        if not isfile(path):
+        try:
+            found = stat(path)
+        except (OSError, ValueError):
+            found = None
+        if found is None or not regular(found.st_mode):
             raise PublishError(f"{path}: package file does not exist")
+        if stats is not None:
+            stats.append(found)
         if os.path.splitext(path)[1] != suffix:
             raise PublishError(f"{path}: not a {suffix} package (wrong file name extension)")
         checked.append(path)
@@ -84,13 +95,17 @@ def merge(
     by_key: dict[Hashable, PoolEntry[Record]] = {}
     unique: dict[str, PoolEntry[Record]] = {}
     for entry in entries:
-        for key in (("id", identity(entry.record)), ("path", entry.record.pool_path)):
-            other = by_key.setdefault(key, entry)
-            if other.record.sha256 != entry.record.sha256:
-                _refuse(other, entry, describe)
-        kept = unique.get(entry.record.sha256)
+        record = entry.record
+        kept = unique.get(record.sha256)
+        # The very record object again (an input already in the pool: one cache row for both) has
+        # the keys it had the first time, which were checked then: nothing new to check.
+        if kept is None or kept.record is not record:
+            for key in (("id", identity(record)), ("path", record.pool_path)):
+                other = by_key.setdefault(key, entry)
+                if other.record.sha256 != record.sha256:
+                    _refuse(other, entry, describe)
         if kept is None or (entry.published and not kept.published):
-            unique[entry.record.sha256] = entry
+            unique[record.sha256] = entry
     return list(unique.values())
 
 
@@ -146,20 +161,18 @@ def place(entries: Sequence[PoolEntry[Record]], repo_root: Path) -> list[tuple[o
     for parent in sorted({os.path.dirname(entry.record.pool_path) for entry in entries}):
         os.makedirs(f"{root}/{parent}", exist_ok=True)
 
-    copies: list[PoolEntry[Record]] = []
-    link = os.link
-    for entry in entries:
-        # A plain loop over strings: a link is one cheap syscall, far cheaper than a thread hand-off
-        # (10,000 links take ~0.1 s; Path objects here cost as much again).
-        if not entry.published:
-            copies.append(entry)
-            continue
-        try:
-            link(entry.source, f"{root}/{entry.record.pool_path}")
-        except OSError as error:
-            if error.errno not in _NO_LINK:
-                raise
-            copies.append(entry)
+    copies: list[PoolEntry[Record]] = [entry for entry in entries if not entry.published]
+    linked = [entry for entry in entries if entry.published]
+    if len(linked) < _LINK_PARALLEL_FROM:
+        copies += _link_all(linked, root)
+    else:
+        # Each link is one syscall (GIL released), but on a busy journal a link can wait for the
+        # inode it changes: a few threads, each a plain loop over its share, keep the disk busy.
+        step = -(-len(linked) // _LINKERS)
+        with ThreadPoolExecutor(max_workers=_LINKERS, thread_name_prefix="link") as pool:
+            for failed in pool.map(_link_all, [linked[i:i + step] for i in range(0, len(linked), step)],
+                                   [root] * _LINKERS):
+                copies += failed
 
     def copy(entry: PoolEntry[Record]) -> tuple[os.stat_result, str]:
         dest = f"{root}/{entry.record.pool_path}"
@@ -174,6 +187,23 @@ def place(entries: Sequence[PoolEntry[Record]], repo_root: Path) -> list[tuple[o
 
 
 _NO_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP)
+_LINKERS = 4
+_LINK_PARALLEL_FROM = 2000
+
+
+def _link_all(entries: Sequence[PoolEntry[Record]], root: str) -> list[PoolEntry[Record]]:
+    """Hard-link each published entry at its pool path; returns those that must be copied instead."""
+    failed: list[PoolEntry[Record]] = []
+    link = os.link
+    for entry in entries:
+        # A plain loop over strings: Path objects here cost as much again as the links themselves.
+        try:
+            link(entry.source, f"{root}/{entry.record.pool_path}")
+        except OSError as error:
+            if error.errno not in _NO_LINK:
+                raise
+            failed.append(entry)
+    return failed
 
 
 def link_or_copy(source: str | Path, dest: str | Path) -> bool:
