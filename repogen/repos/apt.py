@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from email.utils import format_datetime
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from debian import arfile, deb822
 from debian.debfile import DebFile
@@ -95,6 +95,7 @@ def read_deb(path: str | Path, sha256: str | None = None, known: Container[str] 
             stream: BinaryIO = io.BytesIO(data) if data is not None else handle
             layout = _ar_layout(data) if data is not None else None
             if layout is not None:
+                assert data is not None  # a layout is only read from bytes in memory
                 spans = {member: (start, length) for member, start, length in layout}
                 names, sizes = [member for member, _, _ in layout], [length for _, _, length in layout]
                 member_bytes = partial(_span, data, spans)
@@ -131,7 +132,7 @@ def read_deb(path: str | Path, sha256: str | None = None, known: Container[str] 
     if fields is not None:
         stanza = control_text + "".join(f"{key}: {value}\n" for key, value in extra)
     else:
-        stanza = _render_deb822(control, extra)
+        stanza = _render_deb822(cast("deb822.Deb822", control), extra)
     return DebRecord(sha, name, version, arch, size, pool_path, stanza)
 
 
@@ -468,7 +469,7 @@ def _release(options: RepoOptions, suite: str, codename: str, architectures: lis
     release["Components"] = options.component
     release["Acquire-By-Hash"] = "yes"
     for field, hashlib_name, key in _HASHES:
-        release[field] = [
+        release[field] = [  # type: ignore[assignment]  # deb822.Release takes lists of dicts here
             {key: str(info[hashlib_name]), "size": str(info["size"]), "name": name}
             for name, info in sorted(index_files.items())
         ]

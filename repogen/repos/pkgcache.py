@@ -190,7 +190,7 @@ class PackageCache:
         by_kind: dict[type[Any], list[tuple[Any, ...]]] = {}
         for record in records:
             kind = type(record)
-            by_kind.setdefault(kind, []).append(_row(kind)(record))
+            by_kind.setdefault(kind, []).append(_row(kind)(record))  # type: ignore[arg-type]  # classes are hashable; mypy misreads lru_cache
         if by_kind:
             # Queued behind a pending write (one writer thread: they run in order), never waiting.
             self._pending = self._writer.submit(self._insert, by_kind, self._pending)
@@ -315,7 +315,7 @@ def _scan_one(reader: Callable[[str, str | None, Container[str]], Record | str],
               sha256: str | None) -> tuple[Any, ...] | str:
     """In a worker: the record as a plain tuple (a dataclass pickles and unpickles 3x slower)."""
     result = reader(path, sha256, _known)
-    return result if isinstance(result, str) else _row(type(result))(result)
+    return result if isinstance(result, str) else _row(type(result))(result)  # type: ignore[arg-type]  # classes are hashable; mypy misreads lru_cache
 
 
 def _scan(kind: type[Record], paths: list[str], digests: list[str | None],

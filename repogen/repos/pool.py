@@ -60,7 +60,7 @@ def check_inputs(paths: Iterable[str | Path], suffix: str,
     """
     checked: list[str] = []
     stat, regular = os.stat, S_ISREG
-    for path in map(os.fspath, paths):
+    for path in (os.fspath(p) for p in paths):
         try:
             found = stat(path)
         except (OSError, ValueError):
