@@ -98,3 +98,32 @@ def test_build_publish_serve_and_install_with_real_clients(tmp_path: Path, mirro
         server.terminate()
         server.wait(timeout=30)
         stop_agent(gnupg)
+
+
+def test_packages_and_signing_from_kernels_yaml(tmp_path: Path, mirror) -> None:
+    """Maintainers name the packages and the key in kernels.yaml (paths relative to it), no flags."""
+    gnupg = tmp_path / "gnupg"
+    fingerprint = make_test_key(gnupg)
+    try:
+        export_secret_key(gnupg, fingerprint, tmp_path / "release-key.asc")
+        make_deb(tmp_path / "dist", "falco", "0.40.0", "amd64")
+        make_rpm(tmp_path / "dist", "falco", "0.40.0")
+        extra = ("packages: {deb: [dist/*.deb], rpm: [dist/*.rpm], suite: falco, keep-versions: 2,"
+                 " grace-period: 1d, base-url: 'https://download.example/packages'}\n"
+                 "signing: {key-file: release-key.asc}\n")
+        config = write_config(tmp_path, [driver_yaml("hello_repogen", "0.1.0", HELLO_KBUILD, "kbuild")],
+                              mirror.kernels[:1], extra)
+        result = Repogen(tmp_path / "home", config)("publish", "--site", str(tmp_path / "site"), "--json")
+        assert result.code == 0, result.err
+        report = result.json
+        assert report["signed"] and report["debs"] == 1 and report["rpms"] == 1
+        assert report["missing"] == 2  # nothing built yet: the repositories publish all the same
+        site = tmp_path / "site"
+        assert (site / "deb" / "dists" / "falco" / "InRelease").is_file()
+        assert (site / "rpm" / "repodata" / "repomd.xml.asc").is_file()
+        assert "URIs: https://download.example/packages/deb" in (site / "deb" / "repogen.sources").read_text()
+        verify = subprocess.run(["gpg", "--batch", "--homedir", str(gnupg), "--verify", "SHA256SUMS.asc",
+                                 "SHA256SUMS"], cwd=site, capture_output=True, text=True, timeout=60)
+        assert verify.returncode == 0, verify.stderr
+    finally:
+        stop_agent(gnupg)
