@@ -57,6 +57,14 @@ class Counters:
     containers: int = 0
 
 
+def select_work(planned: list[Planned], rebuild: list[Selector]) -> tuple[list[Planned], set[str]]:
+    """The jobs a build runs (not built from these inputs, forced by ``--rebuild``, or an unpinned
+    source to re-check) and the ids of the forced ones."""
+    forced = {p.job.job_id for p in planned if any(s.matches(p.job) for s in rebuild)}
+    todo = [p for p in planned if p.state != "built" or p.job.job_id in forced or not p.job.driver.source.pinned]
+    return todo, forced
+
+
 class Builder:
     """Runs planned jobs; owns the per-run memory of shared steps (done once, failed once)."""
 
@@ -95,9 +103,9 @@ class Builder:
         try:
             return self.home.headers.tree(job.kernel.target, files)
         except FetchError as exc:
-            # A corrupt download must not poison the cache: forget the files so a rerun re-fetches.
+            # A corrupt download must not poison the cache: forget it so a rerun re-fetches.
             for f in files:
-                if f.url in exc.message:
+                if f.url == exc.url:
                     self.home.downloads.forget(f.url, f.sha256)
             raise
 
@@ -270,15 +278,13 @@ class Builder:
     # the whole run ------------------------------------------------------------------------------
     def run(self, planned: list[Planned], *, jobs: int, rebuild: list[Selector],
             on_done: Callable[[Result], None] | None = None) -> list[Result]:
-        forced = {p.job.job_id for p in planned if any(s.matches(p.job) for s in rebuild)}
-        states = self.home.store.job_states()
+        todo, forced = select_work(planned, rebuild)
+        good = self.home.store.good_keys()
         for job_id in forced:  # a suspect artifact is not published again unless the rebuild succeeds
-            good = states.get(job_id, (None, None, None))[2]
-            if good:
-                self.home.store.forget_build(good)
-        todo = [p for p in planned
-                if p.state != "built" or p.job.job_id in forced or not p.job.driver.source.pinned]
-        results: list[Result] = [Result(p.job, "up-to-date", key=p.key) for p in planned if p not in todo]
+            if good_key := good.get(job_id):
+                self.home.store.forget_build(good_key)
+        running = {p.job.job_id for p in todo}
+        results = [Result(p.job, "up-to-date", key=p.key) for p in planned if p.job.job_id not in running]
         before = (self.home.downloads.downloads, self.home.headers.unpacked)
         # Kernel-major order keeps one kernel's jobs together, so its headers are unpacked once early.
         with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="build") as pool:

@@ -191,7 +191,7 @@ def build(ctx: Ctx, only: tuple[str, ...], shard: str | None, jobs: int, rebuild
     """Build every missing (driver, kernel, kind) in its own hermetic container and verify it."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from repogen.build import Builder, Result
+    from repogen.build import Builder, Result, select_work
     from repogen.matrix import Selector
     from repogen.plan import plan as make_plan
 
@@ -201,8 +201,7 @@ def build(ctx: Ctx, only: tuple[str, ...], shard: str | None, jobs: int, rebuild
     client, ids = _image_ids(ctx, required=True)
     planned = make_plan(ctx.home, selected, ids)
     builder = Builder(ctx.home, config, client, image_ids=ids, keep_work=keep_work)
-    todo = sum(1 for p in planned if p.state != "built" or not p.job.driver.source.pinned
-               or any(s.matches(p.job) for s in rebuild_selectors))
+    todo = len(select_work(planned, rebuild_selectors)[0])
     if todo == 0:
         message = f"nothing to build: all {len(planned)} artifacts are up to date"
         if as_json:

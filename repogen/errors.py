@@ -50,6 +50,10 @@ class ConfigErrors(RepogenError):
 class FetchError(RepogenError):
     """A download or unpack that failed: the URL, and what went wrong."""
 
+    def __init__(self, message: str, *, hint: str | None = None, url: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.url = url
+
 
 class BuildError(RepogenError):
     """One build that failed; the orchestrator records it and carries on with the others."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import socket
 import tempfile
 import threading
@@ -48,10 +47,6 @@ class DownloadCache:
     def _lock(self, url: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(url, threading.Lock())
-
-    def known_digest(self, url: str) -> str | None:
-        entry = self.index.get(url)
-        return entry if entry and (self.root / entry).exists() else None
 
     def get(self, url: str, sha256: str | None = None, *, refresh: bool = False) -> Download:
         """The file for ``url``: from the cache, or fetched once even when many threads ask."""
@@ -134,8 +129,3 @@ class UrlIndex:
 
     def drop(self, url: str) -> None:  # pragma: no cover - interface
         raise NotImplementedError
-
-
-def copy_tree(src: Path, dst: Path) -> None:
-    """Copy a prepared kbuild directory into a fresh, writable work directory."""
-    shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=False)

@@ -192,7 +192,7 @@ class HeadersCache:
                 try:
                     unpack(download.path, staging / "root")
                 except FetchError as exc:
-                    raise FetchError(f"{download.url}: {exc.message}") from None
+                    raise FetchError(f"{download.url}: {exc.message}", url=download.url) from None
             kernel_dir = _find_kernel_dir(staging / "root", target)
             config = kernel_dir / ".config"
             facts = {"kernel_dir": str(kernel_dir.relative_to(staging / "root")), "release": read_release(kernel_dir),

@@ -132,9 +132,9 @@ def publish(
 
 def _fill(home: Home, config: Config, out: Path, live: Path | None, *, signer: Any, debs: list[Path],
           rpms: list[Path], repo_options: Any, now: dt.datetime, site: Path) -> PublishReport:
-    states = home.store.job_states()
+    good_keys = home.store.good_keys()
     jobs = expand(config)
-    good = {j.job_id: states[j.job_id][2] for j in jobs if j.job_id in states and states[j.job_id][2]}
+    good = {j.job_id: good_keys[j.job_id] for j in jobs if good_keys.get(j.job_id)}
     records = home.store.builds([k for k in good.values() if k])
     report = PublishReport(site=site, generation=out, artifacts=0)
     entries: list[dict[str, Any]] = []

@@ -150,16 +150,6 @@ class Store(UrlIndex):
             os.replace(tmp, final)
         return digest, final.stat().st_size
 
-    def verify_object(self, digest: str) -> bool:
-        path = self.object_path(digest)
-        if not path.is_file():
-            return False
-        h = hashlib.sha256()
-        with path.open("rb") as fh:
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
-        return h.hexdigest() == digest
-
     # -- builds ---------------------------------------------------------------------------------
     def record_build(self, record: BuildRecord) -> None:
         with self._db() as db:
@@ -188,10 +178,6 @@ class Store(UrlIndex):
             "SELECT 1 FROM builds WHERE build_key=? AND status='ok'", (build_key,)).fetchone()
         return row is not None
 
-    def ok_keys(self) -> set[str]:
-        rows = self._connection().execute("SELECT build_key FROM builds WHERE status='ok'").fetchall()
-        return {r[0] for r in rows}
-
     def good_keys(self) -> dict[str, str | None]:
         """job_id -> the key of the artifact publish serves (None if none)."""
         return dict(self._connection().execute("SELECT job_id, good_key FROM jobs"))
@@ -199,15 +185,6 @@ class Store(UrlIndex):
     def failed_jobs(self) -> dict[str, str]:
         """job_id -> key of the last attempt, for jobs whose last attempt failed."""
         return dict(self._connection().execute("SELECT job_id, last_key FROM jobs WHERE last_status='failed'"))
-
-    def job_states(self) -> dict[str, tuple[str, str, str | None]]:
-        """job_id -> (last key, last status, last good key)."""
-        rows = self._connection().execute("SELECT job_id, last_key, last_status, good_key FROM jobs")
-        return {r[0]: (r[1], r[2], r[3]) for r in rows}
-
-    def build(self, build_key: str) -> BuildRecord | None:
-        row = self._connection().execute("SELECT * FROM builds WHERE build_key=?", (build_key,)).fetchone()
-        return BuildRecord(*row) if row else None
 
     def builds(self, keys: list[str]) -> dict[str, BuildRecord]:
         out: dict[str, BuildRecord] = {}
