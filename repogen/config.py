@@ -251,7 +251,7 @@ def _parse_header(n: _Node, field: str, errs: _Collector) -> Header | None:
 
 
 _KERNEL_REQUIRED = {"target", "kernelrelease", "kernelversion", "architecture", "headers"}
-_KERNEL_OPTIONAL = {"kernelconfigdata", "builder"}
+_KERNEL_OPTIONAL = {"kernelconfigdata", "builder", "image"}
 
 
 def _parse_kernel(n: _Node, index: int, errs: _Collector) -> Kernel | None:
@@ -293,12 +293,13 @@ def _parse_kernel(n: _Node, index: int, errs: _Collector) -> Kernel | None:
             except binascii.Error as exc:
                 errs.add(items["kernelconfigdata"], f"{field}.kernelconfigdata", f"not base64: {exc}")
     builder = _path_safe(items["builder"], f"{field}.builder", errs) if "builder" in items else None
+    image = _parse_header(items["image"], f"{field}.image", errs) if "image" in items else None
     if len(errs.errors) > before or None in (target, release, version, arch):
         return None
     assert target and release and version and arch
     return Kernel(target=target, kernelrelease=release, kernelversion=version, architecture=arch,
                   headers=tuple(headers), kernelconfigdata=config_data, builder=builder,
-                  file=n.file, line=n.line)
+                  image=image, file=n.file, line=n.line)
 
 
 def _parse_section(

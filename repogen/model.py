@@ -69,6 +69,8 @@ class Kernel:
     headers: tuple[Header, ...]
     kernelconfigdata: str | None = None
     builder: str | None = None
+    #: The kernel image package (Debian: ``linux-image-<abi>-<flavour>``), for the boot check.
+    image: Header | None = None
     file: str = ""
     line: int = 0
 
