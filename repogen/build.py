@@ -61,7 +61,8 @@ def select_work(planned: list[Planned], rebuild: list[Selector]) -> tuple[list[P
     """The jobs a build runs (not built from these inputs, forced by ``--rebuild``, or an unpinned
     source to re-check) and the ids of the forced ones."""
     forced = {p.job.job_id for p in planned if any(s.matches(p.job) for s in rebuild)}
-    todo = [p for p in planned if p.state != "built" or p.job.job_id in forced or not p.job.driver.source.pinned]
+    todo = [p for p in planned if p.state != "needs-sources"
+            and (p.state != "built" or p.job.job_id in forced or not p.job.driver.source.pinned)]
     return todo, forced
 
 

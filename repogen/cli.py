@@ -1,7 +1,8 @@
-"""The ``repogen`` command line: validate, plan, build, publish, serve, images."""
+"""The ``repogen`` command line: validate, plan, build, crawl, publish, serve, images."""
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import os
@@ -91,9 +92,13 @@ def validate(ctx: Ctx, as_json: bool) -> None:
     summary = {"ok": True, "files": list(config.files), "drivers": len(config.drivers),
                "kernels": len(config.kernels),
                "jobs": sum(len(d.kinds) for d in config.drivers) * len(config.kernels)}
+    if config.warnings:
+        summary["warnings"] = list(config.warnings)
     if as_json:
         emit_json(summary)
     else:
+        for warning in config.warnings:
+            err.print(styled(("warning:", "yellow"), f" {warning}"))
         out.print(f"{ctx.config_path}: ok: {summary['drivers']} driver versions x {summary['kernels']} kernels "
                   f"= {summary['jobs']} builds ({len(config.files)} files)")
 
@@ -169,10 +174,14 @@ def plan(ctx: Ctx, only: tuple[str, ...], shard: str | None, as_json: bool, show
         out.print(table)
         if len(todo) > 200:
             out.print(f"... and {len(todo) - 200} more (use --json for all)")
+    if counts.get("needs-sources"):
+        err.print(styled(("note:", "yellow"), f" {counts['needs-sources']} jobs are for config-only kernels "
+                         "(bottlerocket, talos, minikube, flatcar): building them needs kernel sources, a later step"))
     if not ids:
         err.print(styled(("note:", "yellow"), " no builder image found (or Docker is not running): "
                          "build keys cannot be computed yet"))
-    shown = [s for s in ("built", "missing", "changed", "failed", "unknown") if counts.get(s) or s != "unknown"]
+    shown = [s for s in ("built", "missing", "changed", "failed", "unknown", "needs-sources")
+             if counts.get(s) or s not in ("unknown", "needs-sources")]
     out.print(", ".join(f"{counts.get(s, 0)} {s}" for s in shown)
               + f" of {len(planned)} jobs")
 
@@ -246,6 +255,107 @@ def build(ctx: Ctx, only: tuple[str, ...], shard: str | None, jobs: int, rebuild
                   f"kernels unpacked: {c.kernels_unpacked})")
     if counts["failed"]:
         sys.exit(1)
+
+
+@cli.command()
+@click.argument("targets", nargs=-1, metavar="TARGET[:RELEASE,...]... | FILE...")
+@click.option("--mirror", "mirror_overrides", multiple=True, metavar="NAME=URL",
+              help="Use URL for mirror NAME (debian, debian-security, ubuntu, rocky, ...); repeatable.")
+@click.option("--arch", "arches", multiple=True, type=click.Choice(["x86_64", "aarch64"]),
+              help="Only these architectures (default: both); with --from, the architecture of the list.")
+@click.option("--since", metavar="DATE", help="Only kernels published since DATE (YYYY-MM-DD): RPM build "
+              "times; for APT, suites whose Release changed since.")
+@click.option("--from", "from_format", type=click.Choice(["kernel-crawler"]),
+              help="Import kernel-crawler JSON files (given as arguments) instead of crawling.")
+@click.option("--write", is_flag=True, help="Append the new entries to kernels.yaml (or kernels.d/<target>.yaml).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+@pass_ctx
+def crawl(ctx: Ctx, targets: tuple[str, ...], mirror_overrides: tuple[str, ...], arches: tuple[str, ...],
+          since: str | None, from_format: str | None, write: bool, as_json: bool) -> None:
+    """Find kernels in distributions' package indexes, named exactly as Falco's clients request them.
+
+    TARGET is a distribution (debian, ubuntu, centos, rocky, almalinux, fedora, rhel, ol, amazonlinux2,
+    amazonlinux2023), optionally with the releases to read (debian:bookworm,bookworm-security). A target
+    whose mirror fails is reported (exit 1) and keeps its entries; the others complete."""
+    import datetime as dt
+
+    from repogen import distro
+    from repogen.crawl import CrawlContext, TargetResult, crawl_target
+    from repogen.crawl.write import merge, render
+
+    if not targets:
+        names = ", ".join(sorted(distro.crawlable()))
+        raise RepogenError("name at least one target to crawl (or files with --from)", hint=f"targets: {names}")
+    given: dict[str, str] = {}
+    config = None
+    if ctx.config_path.exists():
+        config = config_mod.parse(ctx.config_path)
+        given.update(dict(config.mirrors))
+    elif write:
+        raise RepogenError(f"{ctx.config_path} does not exist", hint="give the matrix with -c/--config")
+    for item in mirror_overrides:
+        name, sep, url = item.partition("=")
+        if not sep or not name or not url.startswith(("http://", "https://", "file://")):
+            raise RepogenError(f"bad --mirror {item!r}: expected NAME=URL, e.g. debian=http://127.0.0.1:8080/debian")
+        if config is not None and write and dict(config.mirrors).get(name, url) != url:
+            err.print(styled(("note:", "yellow"), f" {ctx.config_path} maps mirror {name} to "
+                             f"{dict(config.mirrors)[name]}; the written entries will resolve there"))
+        given[name] = url.rstrip("/")
+    since_date = None
+    if since:
+        try:
+            since_date = dt.datetime.fromisoformat(since).replace(tzinfo=dt.UTC)
+        except ValueError:
+            raise RepogenError(f"bad --since {since!r}: expected a date such as 2026-01-31") from None
+    results: list[TargetResult] = []
+    if from_format:
+        from repogen.crawl import kernelcrawler
+
+        if len(arches) > 1:
+            raise RepogenError("--from takes one --arch (a kernel-crawler list is per architecture)")
+        for file in targets:
+            results.append(kernelcrawler.load(Path(file), arches[0] if arches else "x86_64"))
+    else:
+        for spec in targets:
+            name, _, releases = spec.partition(":")
+            context = CrawlContext(given, tuple(arches), since_date, tuple(r for r in releases.split(",") if r))
+            with err.status(f"crawling {name}") as status:
+                context.on_progress = functools.partial(_crawl_progress, status, name)
+                results.append(crawl_target(name, context))
+    existing = {k.ident for k in config.kernels} if config else set()
+    written = []
+    if write and config is not None:
+        written = merge(config, ctx.config_path, [f for r in results if not r.error for f in r.found])
+    failed = [r for r in results if r.error]
+    if as_json:
+        emit_json({"targets": [{"name": r.name, "error": r.error, "warnings": r.warnings, "requests": r.requests,
+                                "seconds": round(r.seconds, 2), "found": len(r.found),
+                                "new": sum(f.ident not in existing for f in r.found),
+                                "kernels": [f.as_dict() for f in r.found]} for r in results],
+                   "written": [{"file": str(w.file), "entries": w.entries} for w in written]})
+    else:
+        if not write:
+            found = [f for r in results for f in r.found]
+            if found:
+                out.print("kernels:\n" + render(found), end="")
+        for r in results:
+            for warning in r.warnings:
+                err.print(styled(("warning:", "yellow"), f" {r.name}: {warning}"))
+            if r.error:
+                err.print(styled(("FAILED", "red"), f" {r.name}: {r.error}"))
+                err.print(f"  {r.name}: its previous entries in {ctx.config_path} are kept as they are")
+            else:
+                new = sum(f.ident not in existing for f in r.found)
+                err.print(f"{r.name}: {len(r.found)} kernels, {new} not in {ctx.config_path} "
+                          f"({r.requests} requests, {r.seconds:.1f}s)")
+        for w in written:
+            err.print(f"wrote {w.entries} new entries to {w.file}")
+    if failed:
+        sys.exit(1)
+
+
+def _crawl_progress(status: Any, name: str, message: str) -> None:
+    status.update(f"crawling {name}: {message}")
 
 
 def _packages(patterns: list[str]) -> list[Path]:

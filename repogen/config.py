@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import yaml
 
 from repogen import __version__, distro
+from repogen import mirrors as mirrors_mod
 from repogen.errors import ConfigError, ConfigErrors
 from repogen.model import (
     BuildLimits,
@@ -231,11 +232,65 @@ def _parse_driver(n: _Node, index: int, base: Path, errs: _Collector) -> Driver 
                   file=n.file, line=n.line)
 
 
-def _parse_header(n: _Node, field: str, errs: _Collector) -> Header | None:
+class _Mirrors:
+    """Mirror names for ``{mirror: NAME, path: ...}``: the main file's ``mirrors:`` map, then defaults.
+
+    Defaults used are remembered (name -> URL) so the cached result is dropped when they change.
+    """
+
+    def __init__(self) -> None:
+        self.given: dict[str, str] = {}
+        self.defaults_used: dict[str, str] = {}
+
+    def url(self, name: str) -> str | None:
+        if name in self.given:
+            return self.given[name]
+        if name not in self.defaults_used:
+            found = mirrors_mod.default(name)
+            if found is None:
+                return None
+            self.defaults_used[name] = found
+        return self.defaults_used[name]
+
+
+def _parse_mirrors(n: _Node, errs: _Collector) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, node in (_mapping(n, "mirrors", errs) or {}).items():
+        value = _scalar(node, f"mirrors.{name}", errs)
+        if value is None:
+            continue
+        if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", name):
+            errs.add(node, f"mirrors.{name}", "a mirror name is lowercase letters, digits and . _ -", at_key=True)
+        elif not re.match(r"(https?|file)://[^\s]+$", value):
+            errs.add(node, f"mirrors.{name}", f"not an http(s):// or file:// URL: {value!r}")
+        else:
+            out[name] = value.rstrip("/")
+    return out
+
+
+def _parse_header(n: _Node, field: str, errs: _Collector, mirrors: _Mirrors | None = None) -> Header | None:
+    url: str | None
     if isinstance(n.node, yaml.MappingNode):
         items = _mapping(n, field, errs) or {}
-        _check_fields(items, n, field, {"url"}, {"sha256"}, errs)
-        url = _scalar(items["url"], f"{field}.url", errs) if "url" in items else None
+        if "mirror" in items or "path" in items:
+            _check_fields(items, n, field, {"mirror", "path"}, {"sha256"}, errs)
+            name = _scalar(items["mirror"], f"{field}.mirror", errs) if "mirror" in items else None
+            path = _scalar(items["path"], f"{field}.path", errs) if "path" in items else None
+            if name is None or path is None:
+                return None
+            base = (mirrors or _Mirrors()).url(name)
+            if base is None:
+                given = sorted({*(mirrors.given if mirrors else {}), *mirrors_mod.PUBLIC, "debian", "debian-security"})
+                errs.add(items["mirror"], f"{field}.mirror", f"unknown mirror {name!r} (no URL for it): define it "
+                         f"under mirrors: (names with a default: {', '.join(given)})")
+                return None
+            if path.startswith("/") or ".." in path.split("/") or re.search(r"\s", path):
+                errs.add(items["path"], f"{field}.path", f"expected a path inside the mirror, found {path!r}")
+                return None
+            url = mirrors_mod.join(base, path)
+        else:
+            _check_fields(items, n, field, {"url"}, {"sha256"}, errs)
+            url = _scalar(items["url"], f"{field}.url", errs) if "url" in items else None
         sha = _scalar(items["sha256"], f"{field}.sha256", errs) if "sha256" in items else None
         if sha is not None and not _SHA256.fullmatch(sha.lower()):
             errs.add(items["sha256"], f"{field}.sha256", "expected 64 hexadecimal digits")
@@ -254,13 +309,22 @@ _KERNEL_REQUIRED = {"target", "kernelrelease", "kernelversion", "architecture", 
 _KERNEL_OPTIONAL = {"kernelconfigdata", "builder", "image"}
 
 
-def _parse_kernel(n: _Node, index: int, errs: _Collector) -> Kernel | None:
+def _needs_sources(items: dict[str, _Node]) -> bool:
+    """A config-only kernel (bottlerocket, talos, ...): known by its kernelconfigdata, no headers."""
+    target = items.get("target")
+    family = distro.for_target(str(target.node.value)) if target and isinstance(target.node, yaml.ScalarNode) else None
+    return bool(family and family.needs_sources)
+
+
+def _parse_kernel(n: _Node, index: int, errs: _Collector, mirrors: _Mirrors | None = None) -> Kernel | None:
     field = f"kernels[{index}]"
     items = _mapping(n, field, errs)
     if items is None:
         return None
-    _check_fields(items, n, field, _KERNEL_REQUIRED, _KERNEL_OPTIONAL, errs)
-    if not items.keys() >= _KERNEL_REQUIRED:
+    config_only = _needs_sources(items)
+    required = _KERNEL_REQUIRED - {"headers"} | {"kernelconfigdata"} if config_only else _KERNEL_REQUIRED
+    _check_fields(items, n, field, required, _KERNEL_OPTIONAL | {"headers"}, errs)
+    if not items.keys() >= required:
         return None
     before = len(errs.errors)
     target = _path_safe(items["target"], f"{field}.target", errs)
@@ -275,12 +339,13 @@ def _parse_kernel(n: _Node, index: int, errs: _Collector) -> Kernel | None:
         errs.add(items["architecture"], f"{field}.architecture",
                  f"unknown architecture {arch_raw!r} (known: {', '.join(sorted(set(ARCHITECTURES)))})")
     headers = []
-    for i, h in enumerate(_sequence(items["headers"], f"{field}.headers", errs)):
-        header = _parse_header(h, f"{field}.headers[{i}]", errs)
-        if header:
-            headers.append(header)
-    if not headers and isinstance(items["headers"].node, yaml.SequenceNode):
-        errs.add(items["headers"], f"{field}.headers", "give at least one headers URL")
+    if "headers" in items:
+        for i, h in enumerate(_sequence(items["headers"], f"{field}.headers", errs)):
+            header = _parse_header(h, f"{field}.headers[{i}]", errs, mirrors)
+            if header:
+                headers.append(header)
+        if not headers and not config_only and isinstance(items["headers"].node, yaml.SequenceNode):
+            errs.add(items["headers"], f"{field}.headers", "give at least one headers URL")
     config_data = None
     if "kernelconfigdata" in items:
         config_data = _scalar(items["kernelconfigdata"], f"{field}.kernelconfigdata", errs)
@@ -293,7 +358,7 @@ def _parse_kernel(n: _Node, index: int, errs: _Collector) -> Kernel | None:
             except binascii.Error as exc:
                 errs.add(items["kernelconfigdata"], f"{field}.kernelconfigdata", f"not base64: {exc}")
     builder = _path_safe(items["builder"], f"{field}.builder", errs) if "builder" in items else None
-    image = _parse_header(items["image"], f"{field}.image", errs) if "image" in items else None
+    image = _parse_header(items["image"], f"{field}.image", errs, mirrors) if "image" in items else None
     if len(errs.errors) > before or None in (target, release, version, arch):
         return None
     assert target and release and version and arch
@@ -422,6 +487,8 @@ def parse(path: Path) -> Config:
     first_kernel_line: dict[tuple[str, str, str, str], tuple[str, int]] = {}
     first_driver_line: dict[tuple[str, str], tuple[str, int]] = {}
     patterns: list[str] = []
+    mirrors = _Mirrors()
+    warnings: list[str] = []
     for file_path, root_node in _iter_files(path, errs, patterns):
         files.append(str(file_path))
         base = file_path.parent
@@ -429,7 +496,10 @@ def parse(path: Path) -> Config:
         if items is None:
             continue
         is_main = file_path == path
-        allowed = {"drivers", "kernels"} | ({"include", "build", "packages", "signing"} if is_main else set())
+        main_only = {"include", "build", "packages", "signing", "mirrors"}
+        allowed = {"drivers", "kernels"} | (main_only if is_main else set())
+        if is_main and "mirrors" in items:
+            mirrors.given = _parse_mirrors(items["mirrors"], errs)
         for key, node in items.items():
             if key not in allowed:
                 errs.add(node, key, f"unknown top-level field (allowed here: {', '.join(sorted(allowed))})",
@@ -447,9 +517,12 @@ def parse(path: Path) -> Config:
             first_driver_line[driver_key] = (d.file, d.line)
             drivers.append(driver)
         for i, k in enumerate(_sequence(items["kernels"], "kernels", errs) if "kernels" in items else []):
-            kernel = _parse_kernel(k, i, errs)
+            kernel = _parse_kernel(k, i, errs, mirrors)
             if kernel is None:
                 continue
+            family = distro.for_target(kernel.target)
+            for problem in family.rule_problems(kernel) if family else ():
+                warnings.append(f"{k.file}:{k.line}: kernels[{i}]: {problem}")
             if kernel.ident in first_kernel_line:
                 f, line = first_kernel_line[kernel.ident]
                 errs.add(k, f"kernels[{i}]", f"duplicate kernel {kernel.label} (first at {f}:{line})")
@@ -495,7 +568,8 @@ def parse(path: Path) -> Config:
     if "grace_period" in packages:
         packages["grace_seconds"] = packages.pop("grace_period")
     return Config(files=tuple(files), includes=tuple(patterns), drivers=tuple(drivers), kernels=tuple(kernels),
-                  limits=limits,
+                  limits=limits, warnings=tuple(warnings), mirrors=tuple(sorted(mirrors.given.items())),
+                  mirror_defaults=tuple(sorted(mirrors.defaults_used.items())),
                   packages=PackagesConfig(**packages), signing=SigningConfig(**settings.get("signing", {})))
 
 
@@ -530,7 +604,8 @@ def load(path: Path, cache_dir: Path | None = None) -> Config:
             cached_files, cached_digest, cached_config = pickle.load(fh)
         # Re-expand the include globs so a file added to kernels.d/ is noticed; a changed main
         # file (and so changed globs) shows in the digest.
-        if cached_files == _expand(absolute, cached_config.includes) and _digest_files(cached_files) == cached_digest:
+        if (cached_files == _expand(absolute, cached_config.includes) and _digest_files(cached_files) == cached_digest
+                and all(mirrors_mod.default(name) == url for name, url in cached_config.mirror_defaults)):
             return cached_config
     except (OSError, pickle.PickleError, EOFError, ValueError, TypeError, AttributeError):
         pass

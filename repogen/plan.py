@@ -22,8 +22,12 @@ from repogen.store import build_key
 BUILD_FORMAT = 1
 
 #: built: done with these exact inputs; missing: never built; changed: built from other inputs;
-#: failed: the last attempt failed; unknown: built before, but the inputs cannot be known yet.
-STATES = ("built", "missing", "changed", "failed", "unknown")
+#: failed: the last attempt failed; unknown: built before, but the inputs cannot be known yet;
+#: needs-sources: a config-only kernel (bottlerocket, talos, ...): building it needs the kernel
+#: sources prepared with its kernelconfigdata, which repogen does not do yet.
+STATES = ("built", "missing", "changed", "failed", "unknown", "needs-sources")
+NEEDS_SOURCES_ERROR = ("no headers package: building needs the kernel sources prepared with its kernelconfigdata "
+                       "(not supported yet)")
 
 
 @dataclass
@@ -106,6 +110,9 @@ def plan(home: Home, jobs: list[Job], image_ids: dict[str, str]) -> list[Planned
             headers = [h.sha256 or url_digests.get(h.url) for h in kernel.headers]
             kernel_part = _kernel_part(kernel.ident, tuple(h or "" for h in headers)) if all(headers) else ""
         assert chain is not None
+        if not kernel.headers:
+            out.append(Planned(job, chain.name, image_id, None, "needs-sources", NEEDS_SOURCES_ERROR))
+            continue
         driver_key = (id(job.driver), job.kind)  # identity: hashing a frozen dataclass is slow
         if driver_key not in driver_parts:
             source = _known_source_digest(home, job.driver, source_digests)

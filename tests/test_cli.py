@@ -15,7 +15,7 @@ from repogen import images
 from repogen.cli import cli
 from repogen.model import Header, Kernel
 
-COMMANDS = [[], ["validate"], ["plan"], ["build"], ["publish"], ["serve"], ["images"], ["images", "build"],
+COMMANDS = [[], ["validate"], ["plan"], ["build"], ["crawl"], ["publish"], ["serve"], ["images"], ["images", "build"],
             ["images", "bootstrap"], ["images", "list"]]
 
 
