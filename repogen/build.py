@@ -22,7 +22,7 @@ from typing import Any
 
 import docker
 
-from repogen import container, images, recipes
+from repogen import container, images, reasons, recipes
 from repogen.errors import BuildError, FetchError, RepogenError
 from repogen.fetch import Download
 from repogen.headers import KernelTree
@@ -44,6 +44,7 @@ class Result:
     artifact_sha256: str | None = None
     error: str | None = None
     log: str | None = None
+    reason: str | None = None  # why it was (re)built: see repogen.reasons
 
 
 @dataclass
@@ -64,6 +65,12 @@ def select_work(planned: list[Planned], rebuild: list[Selector]) -> tuple[list[P
     todo = [p for p in planned if p.state != "needs-sources"
             and (p.state != "built" or p.job.job_id in forced or not p.job.driver.source.pinned)]
     return todo, forced
+
+
+def prepared_key(source_digest: str, recipe: str, driver: Driver, image_id: str) -> str:
+    """The directory name of a driver version prepared once (e.g. cmake run) in one builder image."""
+    return build_key({"source": source_digest, "recipe": recipe, "name": driver.name, "version": driver.version,
+                      "image": image_id, "script": script_digest(recipe)})[:32]
 
 
 class Builder:
@@ -125,9 +132,7 @@ class Builder:
         recipe = recipes.get(job.driver.recipe)
         if not recipe.needs_prepare:
             return source.root
-        key = build_key({"source": source.digest, "recipe": recipe.name, "name": job.driver.name,
-                         "version": job.driver.version, "image": image_id,
-                         "script": script_digest(recipe.name)})[:32]
+        key = prepared_key(source.digest, recipe.name, job.driver, image_id)
         with self._guard:
             lock = self._prepare_locks.setdefault(key, threading.Lock())
         with lock:
@@ -186,14 +191,16 @@ class Builder:
             files = self._headers(job)
             key = job_key(job, source.digest, [f.sha256 for f in files], image_id)
             # What went into the key, kept with the build: "why was this rebuilt?" is a diff away.
-            inputs = json.dumps({"source": source.digest, "headers": {f.url: f.sha256 for f in files},
-                                 "image": image_id, "recipe": job.driver.recipe,
-                                 "recipe_script": script_digest(job.driver.recipe)}, sort_keys=True)
+            inputs_record = reasons.build_inputs(
+                source=source.digest, headers={f.url: f.sha256 for f in files}, image=image_id,
+                recipe=job.driver.recipe, recipe_script=script_digest(job.driver.recipe))
+            inputs = json.dumps(inputs_record, sort_keys=True)
             if not force and self.home.store.is_ok(key):
                 # Built before from these very inputs (e.g. a source reverted to an earlier state):
                 # make it the job's current artifact again, without compiling.
                 self.home.store.set_good(job.job_id, key)
                 return Result(job, "up-to-date", key=key)
+            reason = self._reason(planned, force, inputs_record)
             log_path = self._log_path(job, key)
             tree = self._tree(job, files)
             prepared = self._prepared(job, source, chain.tag, image_id)
@@ -203,7 +210,7 @@ class Builder:
                 shutil.rmtree(scratch, ignore_errors=True)
             self._record(job, key, "ok", started, image_id, chain.name, log_path, digest=digest, size=size,
                          vermagic=info.vermagic, tree=tree, inputs=inputs)
-            return Result(job, "built", time.time() - started, key, digest, log=str(log_path))
+            return Result(job, "built", time.time() - started, key, digest, log=str(log_path), reason=reason)
         except (RepogenError, VerificationError, OSError, docker.errors.DockerException) as exc:
             message = str(exc) if not isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
             # Before the key is known (a download failed), record under the key plan computes from the
@@ -213,6 +220,15 @@ class Builder:
                          inputs=inputs)
             return Result(job, "failed", time.time() - started, failed_key, error=message,
                           log=str(log_path) if log_path else None)
+
+    def _reason(self, planned: Planned, force: bool, inputs: dict[str, Any]) -> str | None:
+        """Why this job compiles, from the inputs it really has against its current artifact's."""
+        good_key = self.home.store.good_keys_of([planned.job.job_id]).get(planned.job.job_id)
+        record = self.home.store.builds([good_key]).get(good_key) if good_key else None
+        return reasons.explain(
+            state=planned.state, forced=force, pinned=planned.job.driver.source.pinned, inputs=inputs,
+            toolchain=planned.toolchain, previous_inputs=record.inputs if record else None,
+            previous_toolchain=record.toolchain if record else None) or planned.reason
 
     def _log_path(self, job: Job, key: str) -> Path:
         k = job.kernel

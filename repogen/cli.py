@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import glob
 import json
@@ -40,45 +41,114 @@ def cells(*values: object) -> list[Text]:
     return [v if isinstance(v, Text) else Text(str(v)) for v in values]
 
 HOME_ENV = "REPOGEN_HOME"
+DEFAULT_CONFIG = "kernels.yaml"
 
 
 class Ctx:
-    def __init__(self, config_path: Path, home: Path) -> None:
-        self.config_path = config_path
-        self.home_path = home
+    """What every command shares: where the matrix is and where the state lives, resolved late so
+    ``-c``/``--home`` may come before or after the subcommand."""
+
+    def __init__(self, config_option: Path | None = None, home_option: Path | None = None) -> None:
+        self.config_option = config_option
+        self.home_option = home_option
+        #: Read-only commands (validate, plan, lists) never create the state directory.
+        self.readonly = False
         self._home: Any = None
+
+    @property
+    def config_path(self) -> Path:
+        """``-c FILE``, or ``-c DIR`` meaning ``DIR/kernels.yaml``; default ``./kernels.yaml``."""
+        path = self.config_option or Path(DEFAULT_CONFIG)
+        return path / DEFAULT_CONFIG if path.is_dir() else path
+
+    @property
+    def home_path(self) -> Path:
+        """``--home``, else ``$REPOGEN_HOME``, else ``.repogen`` beside the config file: the state
+        follows the matrix, not the directory the command happens to run in."""
+        if self.home_option is not None:
+            return self.home_option
+        if os.environ.get(HOME_ENV):
+            return Path(os.environ[HOME_ENV])
+        return self.config_path.absolute().parent / ".repogen"
 
     @property
     def home(self) -> Any:
         if self._home is None:
             from repogen.home import Home
 
-            self._home = Home(self.home_path)
+            self._home = Home(self.home_path, create=not self.readonly)
         return self._home
 
     def config(self) -> Config:
-        return config_mod.load(self.config_path, self.home.config_cache)
+        # A read-only command never creates the home; in one that exists, the validated-config cache
+        # (a cache, not state) is kept fresh so the next no-op plan is fast.
+        if self.readonly and not self.home_path.is_dir():
+            return config_mod.parse(self.config_path)
+        return config_mod.load(self.config_path, self.home_path.absolute() / "cache" / "config")
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
+_current: Ctx | None = None  # for the crash log's location
+
+
+def read_only(fn: Any) -> Any:
+    """Mark a command as read-only: it creates no state directory and writes no cache."""
+
+    @functools.wraps(fn)
+    def wrapper(ctx: Ctx, *args: Any, **kwargs: Any) -> Any:
+        ctx.readonly = True
+        return fn(ctx, *args, **kwargs)
+
+    return wrapper
+
+
+_CONFIG_HELP = "The matrix file, or a directory holding kernels.yaml (it may include kernels.d/*.yaml)."
+_HOME_HELP = f"State directory: database, artifact store, caches, logs (env {HOME_ENV}; default .repogen beside " \
+             "the config file)."
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("-c", "--config", "config_path", type=click.Path(path_type=Path), default="kernels.yaml",
-              show_default=True, help="The matrix file (it may include kernels.d/*.yaml).")
-@click.option("--home", type=click.Path(path_type=Path), envvar=HOME_ENV, default=".repogen", show_default=True,
-              help=f"State directory: database, artifact store, caches, logs (env {HOME_ENV}).")
+@click.option("-c", "--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help=_CONFIG_HELP + "  [default: kernels.yaml]")
+@click.option("--home", type=click.Path(path_type=Path), default=None, help=_HOME_HELP)
 @click.version_option(package_name="repogen")
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path, home: Path) -> None:
+def cli(ctx: click.Context, config_path: Path | None, home: Path | None) -> None:
     """Build Falco's kernel module and eBPF probe for every kernel in kernels.yaml, and publish them
-    (with APT and RPM repositories) as a static tree that clients just GET."""
-    ctx.obj = Ctx(config_path, home)
+    (with APT and RPM repositories) as a static tree that clients just GET.
+
+    -c/--config and --home are accepted before or after the subcommand."""
+    global _current
+    ctx.obj = _current = Ctx(config_path, home)
+
+
+def _remember_option(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    if value is not None and param.name:
+        setattr(ctx.ensure_object(Ctx), param.name, value)
+
+
+def _accept_global_options(group: click.Group) -> None:
+    """Give every subcommand -c/--config and --home too (`repogen build -c x.yaml` is how people type it)."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            _accept_global_options(command)
+            continue
+        command.params.extend([
+            click.Option(["-c", "--config", "config_option"], type=click.Path(path_type=Path), default=None,
+                         expose_value=False, callback=_remember_option, help=_CONFIG_HELP),
+            click.Option(["--home", "home_option"], type=click.Path(path_type=Path), default=None,
+                         expose_value=False, callback=_remember_option, help=_HOME_HELP),
+        ])
+
+
+def warn(message: str) -> None:
+    err.print(styled(("warning:", "yellow"), f" {message}"))
 
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
 @pass_ctx
+@read_only
 def validate(ctx: Ctx, as_json: bool) -> None:
     """Check kernels.yaml; on error print file:line: field: message and exit 2."""
     try:
@@ -89,22 +159,26 @@ def validate(ctx: Ctx, as_json: bool) -> None:
                 {"file": e.file, "line": e.line, "field": e.field, "message": e.detail} for e in exc.errors]})
             sys.exit(2)
         raise
+    per_kernel = sum(len(d.kinds) for d in config.drivers)
     summary = {"ok": True, "files": list(config.files), "drivers": len(config.drivers),
-               "kernels": len(config.kernels),
-               "jobs": sum(len(d.kinds) for d in config.drivers) * len(config.kernels)}
+               "kernels": len(config.kernels), "jobs": per_kernel * len(config.kernels)}
     if config.warnings:
         summary["warnings"] = list(config.warnings)
     if as_json:
         emit_json(summary)
-    else:
-        for warning in config.warnings:
-            err.print(styled(("warning:", "yellow"), f" {warning}"))
-        out.print(f"{ctx.config_path}: ok: {summary['drivers']} driver versions x {summary['kernels']} kernels "
-                  f"= {summary['jobs']} builds ({len(config.files)} files)")
+        return
+    for warning in config.warnings:
+        warn(warning)
+    kinds = sorted({k.value for d in config.drivers for k in d.kinds})
+    out.print(f"{ctx.config_path}: ok: {len(config.drivers)} driver versions x {len(config.kernels)} kernels"
+              f" = {summary['jobs']} builds ({per_kernel} per kernel: {'+'.join(kinds) or 'none'}; "
+              f"{len(config.files)} files)"
+              + (f"; packages: {len(config.packages.deb)} deb, {len(config.packages.rpm)} rpm globs"
+                 if config.packages.deb or config.packages.rpm else ""))
 
 
-def _image_ids(ctx: Ctx, required: bool) -> tuple[Any, dict[str, str]]:
-    """Builder image ids from the Docker engine, recorded in the state for `plan`."""
+def _image_ids(ctx: Ctx, required: bool) -> tuple[Any, dict[str, str] | None]:
+    """Builder image ids from the Docker engine (None when it cannot be asked), recorded for `plan`."""
     from repogen import container, images
 
     try:
@@ -112,7 +186,7 @@ def _image_ids(ctx: Ctx, required: bool) -> tuple[Any, dict[str, str]]:
     except RepogenError:
         if required:
             raise
-        return None, {}
+        return None, None
     ids = images.resolve_ids(client)
     ctx.home.store.record_images(ids)
     return client, ids
@@ -121,14 +195,20 @@ def _image_ids(ctx: Ctx, required: bool) -> tuple[Any, dict[str, str]]:
 def _select(config: Config, only: tuple[str, ...], shard: str | None) -> list[Any]:
     from repogen.matrix import expand, parse_shard
 
-    return expand(config, only, parse_shard(shard) if shard else None)
+    notes: list[str] = []
+    jobs = expand(config, only, parse_shard(shard) if shard else None, notes=notes)
+    for note in notes:
+        warn(note)
+    return jobs
 
 
 _selector_options = [
     click.option("--only", multiple=True, metavar="SELECTOR",
                  help="Only jobs matching FIELD=GLOB[,FIELD=GLOB...] (fields: name, driverversion, target, "
-                      "kernelrelease, kernelversion, arch, kind); repeatable."),
-    click.option("--shard", metavar="I/N", help="Only shard I of N (split by kernel, stable)."),
+                      "kernelrelease, kernelversion, arch, kind); repeatable. Matching nothing is an error."),
+    click.option("--shard", metavar="I/N",
+                 help="Only shard I of N: the kernels in sorted order, dealt round-robin (a kernel's jobs stay "
+                      "together; every machine computes the same split from kernels.yaml)."),
 ]
 
 
@@ -138,17 +218,25 @@ def selector_options(fn: Any) -> Any:
     return fn
 
 
+def _first_line(text: str | None, width: int = 100) -> str:
+    line = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    return line if len(line) <= width else line[:width - 1] + "…"
+
+
 @cli.command()
 @selector_options
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per job.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object: counts, total, and the jobs (with state, reason, error).")
 @click.option("--all", "show_all", is_flag=True, help="List built jobs too, not only the work to do.")
+@click.option("--why", is_flag=True, help="Say why each job would be built (e.g. 'builder image gcc12 changed').")
 @click.option("--check-images", is_flag=True,
               help="Ask the Docker engine for the builder image ids (default: those recorded by the last "
                    "`images build` or `build`; Docker is asked only when none are recorded).")
 @pass_ctx
-def plan(ctx: Ctx, only: tuple[str, ...], shard: str | None, as_json: bool, show_all: bool,
+@read_only
+def plan(ctx: Ctx, only: tuple[str, ...], shard: str | None, as_json: bool, show_all: bool, why: bool,
          check_images: bool) -> None:
-    """What would be built, what is already built, what failed last time (no Docker needed)."""
+    """What would be built and why, what is already built, what failed last time (no Docker needed)."""
     from repogen.plan import plan as make_plan
 
     config = ctx.config()
@@ -156,34 +244,42 @@ def plan(ctx: Ctx, only: tuple[str, ...], shard: str | None, as_json: bool, show
     ids = {} if check_images else ctx.home.store.image_ids()
     if not ids:
         _, ids = _image_ids(ctx, required=False)
-    planned = make_plan(ctx.home, jobs, ids)
+    planned = make_plan(ctx.home, jobs, ids or {})
     counts = Counter(p.state for p in planned)
     if as_json:
         rows = [{**p.job.fields, "state": p.state, "toolchain": p.toolchain, "build_key": p.key,
-                 "error": p.error} for p in planned if show_all or p.state != "built"]
+                 "reason": p.reason, "error": p.error} for p in planned if show_all or p.state != "built"]
         emit_json({"counts": dict(counts), "total": len(planned), "jobs": rows})
         return
     todo = [p for p in planned if show_all or p.state != "built"]
     if todo:
-        table = Table("state", "driver", "version", "kind", "target", "kernelrelease", "kernelversion", "arch",
-                      "toolchain", box=None)
+        table = Table("state", "driver", "version", "kind", "kernel", "toolchain", "detail", box=None)
         for p in todo[:200]:
-            f = p.job.fields
-            table.add_row(*cells(p.state, f["name"], f["driverversion"], f["kind"], f["target"],
-                                 f["kernelrelease"], f["kernelversion"], f["arch"], p.toolchain))
+            detail = Text(_first_line(p.error), style="red") if p.state == "failed" and p.error else Text("")
+            if why and p.reason and not (p.state == "failed" and p.error):
+                detail = Text(p.reason)
+            table.add_row(*cells(p.state, p.job.driver.name, p.job.driver.version, p.job.kind.value,
+                                 p.job.kernel.label, p.toolchain, detail))
         out.print(table)
         if len(todo) > 200:
             out.print(f"... and {len(todo) - 200} more (use --json for all)")
     if counts.get("needs-sources"):
         err.print(styled(("note:", "yellow"), f" {counts['needs-sources']} jobs are for config-only kernels "
                          "(bottlerocket, talos, minikube, flatcar): building them needs kernel sources, a later step"))
-    if not ids:
-        err.print(styled(("note:", "yellow"), " no builder image found (or Docker is not running): "
+    if ids is None:
+        err.print(styled(("note:", "yellow"), " no builder image recorded and Docker is not reachable: "
                          "build keys cannot be computed yet"))
+    elif not ids:
+        err.print(styled(("note:", "yellow"), " no builder image found: build keys cannot be computed yet "
+                         "(run `repogen images build`)"))
     shown = [s for s in ("built", "missing", "changed", "failed", "unknown", "needs-sources")
              if counts.get(s) or s not in ("unknown", "needs-sources")]
     out.print(", ".join(f"{counts.get(s, 0)} {s}" for s in shown)
               + f" of {len(planned)} jobs")
+    if why and not as_json:
+        reasons = Counter(p.reason for p in planned if p.reason)
+        for reason, count in reasons.most_common(10):
+            out.print(f"  {count} x {reason}")
 
 
 @cli.command()
@@ -191,25 +287,36 @@ def plan(ctx: Ctx, only: tuple[str, ...], shard: str | None, as_json: bool, show
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), default=os.cpu_count() or 1, show_default=True,
               help="Builds in parallel.")
 @click.option("--rebuild", multiple=True, metavar="SELECTOR",
-              help="Force a rebuild of the matching jobs (a corrupted or suspect artifact).")
+              help="Force a rebuild of the matching jobs (a corrupted or suspect artifact); matching nothing "
+                   "is an error.")
 @click.option("--keep-work", is_flag=True, help="Keep each build's work directory (debugging).")
+@click.option("--logs", "show_logs", is_flag=True, help="Show each build's log path in the summary table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
 @pass_ctx
 def build(ctx: Ctx, only: tuple[str, ...], shard: str | None, jobs: int, rebuild: tuple[str, ...],
-          keep_work: bool, as_json: bool) -> None:
-    """Build every missing (driver, kernel, kind) in its own hermetic container and verify it."""
+          keep_work: bool, show_logs: bool, as_json: bool) -> None:
+    """Build every missing (driver, kernel, kind) in its own hermetic container and verify it; say why
+    each one is (re)built."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from repogen.build import Builder, Result, select_work
+    from repogen.errors import UsageError
     from repogen.matrix import Selector
     from repogen.plan import plan as make_plan
 
     config = ctx.config()
     selected = _select(config, only, shard)
     rebuild_selectors = [Selector(s) for s in rebuild]
+    missed = [s.text for s in rebuild_selectors if not any(s.matches(j) for j in selected)]
+    if missed and len(missed) == len(rebuild_selectors):
+        raise UsageError(f"--rebuild {' '.join(repr(m) for m in missed)} matches no job"
+                         + (" of this shard/selection" if only or shard else ""),
+                         hint="`repogen plan --all` lists every job with its fields")
+    for text in missed:
+        warn(f"--rebuild {text!r} matches no job")
     client, ids = _image_ids(ctx, required=True)
-    planned = make_plan(ctx.home, selected, ids)
-    builder = Builder(ctx.home, config, client, image_ids=ids, keep_work=keep_work)
+    planned = make_plan(ctx.home, selected, ids or {})
+    builder = Builder(ctx.home, config, client, image_ids=ids or {}, keep_work=keep_work)
     todo = len(select_work(planned, rebuild_selectors)[0])
     if todo == 0:
         message = f"nothing to build: all {len(planned)} artifacts are up to date"
@@ -225,9 +332,11 @@ def build(ctx: Ctx, only: tuple[str, ...], shard: str | None, jobs: int, rebuild
         progress.advance(task)
         progress.update(task, description=f"{result.job.label}: {result.status}")
         if result.status == "failed":
-            progress.console.print(styled(("FAILED", "red"), f" {result.job.label}: {result.error}"))
+            progress.console.print(styled(("FAILED", "red"), f" {result.job.label}: {_first_line(result.error, 300)}"
+                                          + (f"\n  log: {result.log}" if result.log else "")))
         elif result.status == "built":
-            progress.console.print(styled(("built", "green"), f"  {result.job.label} ({result.seconds:.1f}s)"))
+            progress.console.print(styled(("built", "green"), f"  {result.job.label} ({result.seconds:.1f}s)"
+                                          + (f": {result.reason}" if result.reason else "")))
 
     with progress:
         task = progress.add_task("", total=todo)
@@ -240,15 +349,19 @@ def build(ctx: Ctx, only: tuple[str, ...], shard: str | None, jobs: int, rebuild
             "counters": {"header_downloads": c.header_downloads, "source_fetches": c.source_fetches,
                          "prepares": c.prepares, "kernels_unpacked": c.kernels_unpacked, "containers": c.containers},
             "results": [{**r.job.fields, "status": r.status, "seconds": round(r.seconds, 2), "build_key": r.key,
-                         "sha256": r.artifact_sha256, "error": r.error, "log": r.log} for r in results]})
+                         "sha256": r.artifact_sha256, "reason": r.reason, "error": r.error, "log": r.log}
+                        for r in results]})
     else:
-        table = Table("status", "driver", "version", "kind", "kernel", "seconds", "detail", box=None)
+        columns = ["status", "driver", "version", "kind", "kernel", "seconds", "why / error"]
+        table = Table(*columns, *(["log"] if show_logs else []), box=None)
         for r in results:
             if r.status == "up-to-date" and len(results) > 50:
                 continue
             colour = {"built": "green", "failed": "red"}.get(r.status, "dim")
+            detail = _first_line(r.error, 80) if r.status == "failed" else (r.reason or "")
             table.add_row(*cells(Text(r.status, style=colour), r.job.driver.name, r.job.driver.version,
-                                 r.job.kind.value, r.job.kernel.label, f"{r.seconds:.1f}", r.error or r.log or ""))
+                                 r.job.kind.value, r.job.kernel.label, f"{r.seconds:.1f}", detail,
+                                 *([r.log or ""] if show_logs else [])))
         err.print(table)
         out.print(f"{counts['built']} built, {counts['failed']} failed, {counts['up-to-date']} up to date "
                   f"(headers downloaded: {c.header_downloads}, sources prepared: {c.prepares}, "
@@ -358,50 +471,64 @@ def _crawl_progress(status: Any, name: str, message: str) -> None:
     status.update(f"crawling {name}: {message}")
 
 
-def _packages(patterns: list[str]) -> list[Path]:
+def _packages(patterns: list[str], option: str, from_config: int) -> list[Path]:
+    """The package files the patterns name (globs, files, directories).
+
+    The first ``from_config`` patterns come from kernels.yaml: one matching nothing is a warning
+    (the packages may not be built yet). A pattern given on the command line matching nothing is a
+    warning too, and an error when none of them matched anything.
+    """
     found: list[Path] = []
-    for pattern in patterns:
+    given_missed = given = 0
+    for index, pattern in enumerate(patterns):
         matches = sorted(glob.glob(pattern)) if any(ch in pattern for ch in "*?[") else [pattern]
+        files: list[Path] = []
         for match in matches:
             path = Path(match)
             if path.is_dir():
-                found.extend(sorted(p for p in path.iterdir() if p.suffix in (".deb", ".rpm")))
+                files.extend(sorted(p for p in path.iterdir() if p.suffix in (".deb", ".rpm")))
             elif path.exists():
-                found.append(path)
+                files.append(path)
             else:
                 raise RepogenError(f"no such package file: {match}")
+        if index >= from_config:
+            given += 1
+            given_missed += not files
+        if not files:
+            where = f"packages.{option}" if index < from_config else f"--{option}"
+            warn(f"{where} {pattern!r} matches no package file")
+        found.extend(files)
+    if given and given_missed == given:
+        from repogen.errors import UsageError
+
+        raise UsageError(f"no package file matched --{option} "
+                         + " ".join(repr(p) for p in patterns[from_config:]))
     return found
 
 
-@cli.command()
-@click.option("--site", type=click.Path(path_type=Path), default="site", show_default=True,
-              help="Where the static tree is published (a symlink to the live generation).")
-@click.option("--deb", "debs", multiple=True, metavar="GLOB", help="Extra .deb files or directories.")
-@click.option("--rpm", "rpms", multiple=True, metavar="GLOB", help="Extra .rpm files or directories.")
-@click.option("--sign-key", metavar="ID", help="GnuPG key id or fingerprint to sign with.")
-@click.option("--sign-key-file", type=click.Path(path_type=Path), help="An exported secret key to sign with.")
-@click.option("--base-url", metavar="URL",
-              help="Where the tree will be served, for the ready .sources/.repo snippets (packages.base-url).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@pass_ctx
-def publish(ctx: Ctx, site: Path, debs: tuple[str, ...], rpms: tuple[str, ...], sign_key: str | None,
-            sign_key_file: Path | None, base_url: str | None, as_json: bool) -> None:
-    """Write the static tree (drivers, index.json, SHA256SUMS, APT and RPM repositories), atomically."""
+def _run_publish(ctx: Ctx, site: Path, debs: tuple[str, ...], rpms: tuple[str, ...], sign_key: str | None,
+                 sign_key_file: Path | None, base_url: str | None, as_json: bool,
+                 remove: tuple[tuple[str, str | None], ...] = ()) -> Any:
+    """One publish: what `publish` does, and `packages remove` with the packages to leave out."""
+    from repogen.publish import live_tree
     from repogen.publish import publish as do_publish
 
     config = ctx.config()
     packages = config.packages
-    deb_files = _packages([*packages.deb, *debs])
-    rpm_files = _packages([*packages.rpm, *rpms])
+    deb_files = _packages([*packages.deb, *debs], "deb", len(packages.deb))
+    rpm_files = _packages([*packages.rpm, *rpms], "rpm", len(packages.rpm))
     signer = _signer(ctx, config, sign_key, sign_key_file)
     options = None
-    if deb_files or rpm_files:
+    live = live_tree(site.absolute())
+    has_repos = live is not None and any((live / d).is_dir() for d in ("deb", "rpm"))
+    if deb_files or rpm_files or remove or has_repos:
         from repogen.repos import RepoOptions
 
         options = RepoOptions(suite=packages.suite, component=packages.component, origin=packages.origin,
                               label=packages.label, valid_until_days=packages.valid_until_days,
                               keep_versions=packages.keep_versions, grace_seconds=packages.grace_seconds,
                               rpm_compression=packages.rpm_compression)  # type: ignore[arg-type]
+        options.remove = list(remove)
         if base_url or packages.base_url:
             options.base_url = (base_url or packages.base_url or "").rstrip("/")
     if signer is None:
@@ -410,9 +537,12 @@ def publish(ctx: Ctx, site: Path, debs: tuple[str, ...], rpms: tuple[str, ...], 
     with err.status("publishing"):
         report = do_publish(ctx.home, config, site, signer=signer, debs=deb_files, rpms=rpm_files,
                             repo_options=options)
-    result = {"site": str(site), "generation": str(report.generation), "artifacts": report.artifacts,
-              "missing": len(report.missing), "signed": report.signed,
-              "debs": len(deb_files), "rpms": len(rpm_files)}
+    failed_jobs = ctx.home.store.failed_jobs()
+    failed = [j for j in report.missing if j in failed_jobs]
+    result: dict[str, Any] = {
+        "site": str(site), "generation": str(report.generation), "artifacts": report.artifacts,
+        "missing": len(report.missing) - len(failed), "failed": len(failed), "signed": report.signed,
+        "debs": len(deb_files), "rpms": len(rpm_files)}
     if report.repos is not None:
         for name in ("deb", "rpm"):
             stats = getattr(report.repos, name)
@@ -423,12 +553,46 @@ def publish(ctx: Ctx, site: Path, debs: tuple[str, ...], rpms: tuple[str, ...], 
     if as_json:
         emit_json(result)
     else:
+        not_built = len(report.missing) - len(failed)
+        missing = [f"{not_built} jobs not built yet"] if not_built else []
+        missing += [f"{len(failed)} failed (see `repogen plan`)"] if failed else []
         out.print(f"published {report.artifacts} artifacts to {site} -> {report.generation.name}"
-                  + (f" ({len(report.missing)} jobs not built yet)" if report.missing else "")
+                  + (f" ({', '.join(missing)})" if missing else "")
                   + (f", {len(deb_files)} .deb, {len(rpm_files)} .rpm" if deb_files or rpm_files else "")
                   + (", signed" if report.signed else ", unsigned"))
         if report.repos is not None:
             out.print(report.repos.summary())
+    return report
+
+
+_site_option = click.option("--site", type=click.Path(path_type=Path), default="site", show_default=True,
+                            help="Where the static tree is published (a symlink to the live generation).")
+_signing_options = [
+    click.option("--sign-key", metavar="ID", help="GnuPG key id or fingerprint to sign with."),
+    click.option("--sign-key-file", type=click.Path(path_type=Path), help="An exported secret key to sign with."),
+    click.option("--base-url", metavar="URL",
+                 help="Where the tree will be served, written into the ready .sources/.repo snippets "
+                      "(packages.base-url)."),
+]
+
+
+def signing_options(fn: Any) -> Any:
+    for option in reversed(_signing_options):
+        fn = option(fn)
+    return fn
+
+
+@cli.command()
+@_site_option
+@click.option("--deb", "debs", multiple=True, metavar="GLOB", help="Extra .deb files or directories.")
+@click.option("--rpm", "rpms", multiple=True, metavar="GLOB", help="Extra .rpm files or directories.")
+@signing_options
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_ctx
+def publish(ctx: Ctx, site: Path, debs: tuple[str, ...], rpms: tuple[str, ...], sign_key: str | None,
+            sign_key_file: Path | None, base_url: str | None, as_json: bool) -> None:
+    """Write the static tree (drivers, index.json, SHA256SUMS, APT and RPM repositories), atomically."""
+    _run_publish(ctx, site, debs, rpms, sign_key, sign_key_file, base_url, as_json)
 
 
 def _signer(ctx: Ctx, config: Config, key: str | None, key_file: Path | None) -> Any:
@@ -446,15 +610,22 @@ def _signer(ctx: Ctx, config: Config, key: str | None, key_file: Path | None) ->
 
 @cli.command()
 @click.option("--site", type=click.Path(path_type=Path), default="site", show_default=True)
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8093, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0: every interface; the tree is public data).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8093, show_default=True)
 def serve(site: Path, host: str, port: int) -> None:
     """Serve the published tree over HTTP (what a CDN or S3 website endpoint would do)."""
     from repogen.serve import make_server
 
     if not site.exists():
         raise RepogenError(f"{site} does not exist", hint="run `repogen publish` first")
-    server = make_server(site, host, port, quiet=False)
+    try:
+        server = make_server(site, host, port, quiet=False)
+    except OSError as exc:
+        busy = exc.errno == errno.EADDRINUSE
+        raise RepogenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                           hint="another server uses that port: stop it or pick another with --port" if busy
+                           else "check --host (an address of this machine) and --port") from None
     err.print(f"serving {site} on http://{host}:{server.server_address[1]}/ (Ctrl-C to stop)")
     try:
         server.serve_forever()
@@ -470,23 +641,30 @@ def images() -> None:
 
 
 @images.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the toolchains as a JSON list.")
 @pass_ctx
+@read_only
 def images_list(ctx: Ctx, as_json: bool) -> None:
     """The toolchains, the kernels each serves, and whether its image is built."""
     from repogen import images as images_mod
 
-    _, ids = _image_ids(ctx, required=False)
-    rows = [{"toolchain": t.name, "image": t.tag, "suite": t.suite, "gcc": t.gcc, "clang": t.clang,
-             "kernels": t.kernels, "id": ids.get(t.tag)} for t in images_mod.toolchains().values()]
+    _, found = _image_ids(ctx, required=False)
+    ids = found or {}
+    rows: list[dict[str, Any]] = [
+        {"toolchain": t.name, "image": t.tag, "suite": t.suite, "gcc": t.gcc, "clang": t.clang,
+         "kernels": t.kernels, "id": ids.get(t.tag), "docker": found is not None}
+            for t in images_mod.toolchains().values()]
     if as_json:
         emit_json(rows)
         return
     table = Table("toolchain", "image", "gcc", "clang", "kernels", "id", box=None)
     for r in rows:
-        table.add_row(*cells(r["toolchain"], r["image"], r["gcc"], r["clang"], r["kernels"],
-                             Text(r["id"][:19]) if r["id"] else Text("not built", style="yellow")))
+        state = Text(r["id"][:19]) if r["id"] else (Text("not built", style="yellow") if found is not None
+                                                     else Text("unknown", style="yellow"))
+        table.add_row(*cells(r["toolchain"], r["image"], r["gcc"], r["clang"], r["kernels"], state))
     out.print(table)
+    if found is None:
+        err.print(styled(("note:", "yellow"), " Docker is not reachable: which images are built is unknown"))
 
 
 @images.command("build")
@@ -543,6 +721,204 @@ def images_bootstrap(ctx: Ctx, suite: str, mirror: str | None, force: bool) -> N
     out.print(f"{tag}: imported ({image[:19]})")
 
 
+def _size(count: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} GB"
+
+
+@cli.command()
+@click.argument("target", required=False, metavar="[s3://BUCKET/PREFIX]")
+@_site_option
+@click.option("--dry-run", is_flag=True, help="Say what would be removed and how much space it frees; remove nothing.")
+@click.option("--keep-generations", type=click.IntRange(0, 1000), default=2, show_default=True,
+              help="Published generations kept besides the live one (for `repogen rollback`).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_ctx
+def gc(ctx: Ctx, target: str | None, site: Path, dry_run: bool, keep_generations: int, as_json: bool) -> None:
+    """Remove what nothing references: superseded artifacts, caches the matrix no longer names, old
+    logs and scratch, old generations of the published tree; report the space freed.
+
+    Run it when no build or publish is running (scratch younger than an hour is kept anyway)."""
+    from repogen import gc as gc_mod
+    from repogen.errors import UsageError
+
+    if target is not None:
+        raise UsageError(f"{target!r}: only the local state can be collected here (give no argument)")
+    if dry_run:
+        ctx.readonly = True
+    config = ctx.config()
+    if ctx.readonly and not ctx.home_path.is_dir():
+        report = gc_mod.GcReport(dry_run=True)
+        if site.exists() or site.is_symlink():
+            report.removals = gc_mod.find_garbage(ctx.home, config, site, keep_generations=keep_generations)
+    else:
+        report = gc_mod.collect(ctx.home, config, site if (site.exists() or site.is_symlink()) else None,
+                                dry_run=dry_run, keep_generations=keep_generations)
+    kinds = report.by_kind()
+    if as_json:
+        emit_json({"dry_run": dry_run, "freed": report.freed,
+                   "removed": {what: {"count": n, "bytes": b} for what, (n, b) in sorted(kinds.items())},
+                   "paths": [str(r.path) for r in report.removals]})
+        return
+    if kinds:
+        table = Table("kind", "count", "size", box=None)
+        for what, (count, size) in sorted(kinds.items()):
+            table.add_row(*cells(what, count, _size(size)))
+        out.print(table)
+    verb = "would free" if dry_run else "freed"
+    out.print(f"{verb} {_size(report.freed)} ({len(report.removals)} items)"
+              + (" (dry run: nothing removed)" if dry_run else ""))
+
+
+@cli.command()
+@_site_option
+@click.option("--json", "as_json", is_flag=True, help="Print the generations as a JSON list.")
+@pass_ctx
+@read_only
+def generations(ctx: Ctx, site: Path, as_json: bool) -> None:
+    """The published generations kept beside SITE: when each was made, what it holds, which is live."""
+    from repogen.generations import generations as list_generations
+
+    found = list_generations(site)
+    if as_json:
+        emit_json([g.as_json() for g in found])
+        return
+    if not found:
+        out.print(f"{site}: no published generation")
+        return
+    table = Table("", "generation", "created", "artifacts", "deb", "rpm", "signed", box=None)
+    for g in found:
+        created = Text(str(g.as_json()["created"]))
+        table.add_row(*cells(Text("live", style="green") if g.live else "", g.name, created,
+                             "?" if g.artifacts is None else g.artifacts, g.debs, g.rpms, "yes" if g.signed else "no"))
+    out.print(table)
+
+
+@cli.command()
+@click.argument("generation", required=False)
+@_site_option
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_ctx
+def rollback(ctx: Ctx, generation: str | None, site: Path, as_json: bool) -> None:
+    """Point SITE back at GENERATION (default: the one published before the live one), atomically."""
+    from repogen.generations import rollback as do_rollback
+
+    target, previous = do_rollback(site, generation)
+    if as_json:
+        emit_json({"live": target.as_json(), "previous": previous.as_json() if previous else None})
+        return
+    if previous is not None and previous.name == target.name:
+        out.print(f"{site} already serves {target.name}")
+    else:
+        out.print(f"{site} -> {target.name} (was {previous.name if previous else 'unknown'}): "
+                  f"{target.artifacts} artifacts, {target.debs} .deb, {target.rpms} .rpm")
+
+
+@cli.group()
+def packages() -> None:
+    """The packages the published APT and RPM repositories hold."""
+
+
+def _live_or_fail(site: Path) -> Path:
+    from repogen.publish import live_tree
+
+    tree = live_tree(site.absolute())
+    if tree is None:
+        raise RepogenError(f"{site} does not exist", hint="run `repogen publish` first")
+    return tree
+
+
+@packages.command("list")
+@_site_option
+@click.option("--json", "as_json", is_flag=True, help="Print the packages as a JSON list.")
+@pass_ctx
+@read_only
+def packages_list(ctx: Ctx, site: Path, as_json: bool) -> None:
+    """Every package in the live tree's APT and RPM repositories."""
+    from repogen.publish import live_tree
+    from repogen.repos.listing import published_packages
+
+    tree = live_tree(site.absolute())
+    found = published_packages(tree) if tree is not None else []
+    if as_json:
+        emit_json([p.__dict__ for p in found])
+        return
+    if not found:
+        out.print(f"{site}: no packages published")
+        return
+    table = Table("repo", "name", "version", "arch", "size", "path", box=None)
+    for p in found:
+        table.add_row(*cells(p.kind, p.name, p.version, p.arch, _size(p.size), p.path))
+    out.print(table)
+    out.print(f"{sum(p.kind == 'deb' for p in found)} .deb, {sum(p.kind == 'rpm' for p in found)} .rpm")
+
+
+@packages.command("remove")
+@click.argument("specs", nargs=-1, required=True, metavar="NAME[=VERSION]...")
+@_site_option
+@signing_options
+@click.option("--json", "as_json", is_flag=True, help="Print the publish result as JSON.")
+@pass_ctx
+def packages_remove(ctx: Ctx, specs: tuple[str, ...], site: Path, sign_key: str | None,
+                    sign_key_file: Path | None, base_url: str | None, as_json: bool) -> None:
+    """Publish a new generation without the named packages (every version, or just VERSION).
+
+    The repositories otherwise keep every package ever published; this is the explicit way out.
+    A package still matched by packages.deb/rpm in kernels.yaml is left out as well: remove it there
+    too, or the next publish brings it back. `repogen rollback` undoes a removal."""
+    from repogen.errors import UsageError
+    from repogen.repos.listing import published_packages
+
+    wanted: list[tuple[str, str | None]] = []
+    for spec in specs:
+        name, sep, version = spec.partition("=")
+        if not name or (sep and not version):
+            raise UsageError(f"bad package {spec!r}: expected NAME or NAME=VERSION")
+        wanted.append((name, version or None))
+    present = published_packages(_live_or_fail(site))
+    missing = [f"{n}={v}" if v else n for n, v in wanted if not any(p.matches(n, v) for p in present)]
+    if missing:
+        raise RepogenError(f"not published in {site}: {', '.join(missing)}",
+                           hint="`repogen packages list` shows what is")
+    report = _run_publish(ctx, site, (), (), sign_key, sign_key_file, base_url, as_json, remove=tuple(wanted))
+    if not as_json and report.repos is not None:
+        dropped = [*(report.repos.deb.dropped if report.repos.deb else []),
+                   *(report.repos.rpm.dropped if report.repos.rpm else [])]
+        out.print(f"removed {len(dropped)} package files: {', '.join(dropped)}")
+
+
+def _crash_log() -> Path:
+    """Where an unexpected error's traceback goes: the home's logs when it exists, else the temp dir."""
+    import tempfile
+    import time
+    import traceback
+
+    name = f"crash-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
+    directories = []
+    if _current is not None:
+        try:
+            if _current.home_path.is_dir():
+                directories.append(_current.home_path / "logs")
+        except OSError:
+            pass
+    directories.append(Path(tempfile.gettempdir()))
+    for directory in directories:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            path = directory / name
+            path.write_text(f"repogen {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
+            return path
+        except OSError:
+            continue
+    return Path("(could not be written)")
+
+
+_accept_global_options(cli)
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)
@@ -564,3 +940,9 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:  # no traceback reaches a user: one line, and where the whole story is
+        log = _crash_log()
+        what = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.filename else str(exc)
+        err.print(styled(("error:", "red"), f" {type(exc).__name__}: {_first_line(what, 300)}"))
+        err.print(f"  (unexpected: the full traceback is in {log})")
+        sys.exit(1)

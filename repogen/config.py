@@ -135,8 +135,24 @@ def _int(n: _Node, field: str, errs: _Collector, minimum: int = 0) -> int | None
     return int(text)
 
 
-def _path_safe(n: _Node, field: str, errs: _Collector) -> str | None:
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+def _string(n: _Node, field: str, errs: _Collector) -> str | None:
+    """A value Falco's clients compare as a string: YAML must not read it as a number or a boolean
+    (``kernelversion: 1.0`` is the float 1.0, which some tools write back as ``1``)."""
     value = _scalar(n, field, errs)
+    if value is None or n.node.tag == _STR_TAG:
+        return value
+    kind = n.node.tag.rsplit(":", 1)[-1]
+    name = field.rsplit(".", 1)[-1]
+    errs.add(n, field, f"{value} is read by YAML as a {kind}, but Falco's clients compare it as a string: "
+             f"quote it ({name}: \"{value}\")")
+    return None
+
+
+def _path_safe(n: _Node, field: str, errs: _Collector) -> str | None:
+    value = _string(n, field, errs)
     if value is None:
         return None
     if not _PATH_SAFE.fullmatch(value) or ".." in value:
@@ -554,8 +570,10 @@ def parse(path: Path) -> Config:
                 "homedir": functools.partial(_relative_path, errs=errs, base=base),
                 "passphrase-env": lambda n, f: _scalar(n, f, errs),
             })
-    if not errs.errors and not drivers:
-        errs.add((str(path), 1), "drivers", "no driver is defined")
+    packages_given = bool(settings.get("packages", {}).get("deb") or settings.get("packages", {}).get("rpm"))
+    if not errs.errors and not drivers and not packages_given:
+        # A packages-only tree (just Falco's APT and RPM repositories) is fine; an empty one is a mistake.
+        errs.add((str(path), 1), "drivers", "no driver is defined (and no packages: deb/rpm to publish)")
     if errs.errors:
         raise ConfigErrors(errs.errors)
     build = settings.get("build", {})

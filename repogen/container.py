@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,8 +49,30 @@ class RunResult:
             return f"timed out after {timeout}s (build.timeout)"
         if self.oom_killed or self.exit_code == 137:
             return f"exceeded its memory limit of {memory} (build.memory)"
-        last = [line for line in self.output.strip().splitlines() if line.strip()][-3:]
-        return f"exited with status {self.exit_code}: " + " | ".join(last)
+        return f"exited with status {self.exit_code}: " + first_error(self.output)
+
+
+#: What a compiler, linker, cmake or the kernel's build says when it fails; make's own
+#: ``make[2]: *** [...] Error 1`` lines only repeat that something below failed.
+_ERROR_LINE = re.compile(
+    r"(?:^|[\s:])(?:fatal )?error:|undefined reference to|^CMake Error|: No such file or directory$|"
+    r"^ERROR: modpost:|^ld(?:\.\w+)?: |^collect2: ", re.IGNORECASE)
+_MAKE_NOISE = re.compile(r"^make(?:\[\d+\])?: \*\*\*|^make(?:\[\d+\])?: Leaving|Error \d+$")
+
+
+def first_error(output: str, context: int = 1) -> str:
+    """The first compiler/linker/cmake error line of a build's output (with the line after it, which
+    often names the missing symbol or header), else its last lines; one line, ``|``-joined."""
+    lines = [line.rstrip() for line in output.splitlines() if line.strip()]
+    for index, line in enumerate(lines):
+        if _ERROR_LINE.search(line.strip()) and not _MAKE_NOISE.search(line.strip()):
+            excerpt = [line.strip()]
+            for follower in lines[index + 1:index + 1 + context]:
+                if _ERROR_LINE.search(follower.strip()) or _MAKE_NOISE.search(follower.strip()):
+                    break
+                excerpt.append(follower.strip())
+            return " | ".join(excerpt)
+    return " | ".join(line.strip() for line in lines[-3:])
 
 
 def run(

@@ -23,6 +23,12 @@ class RepogenError(Exception):
         return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
 
 
+class UsageError(RepogenError):
+    """A bad command-line argument (a selector, a shard, a selector that matches nothing): exit 2."""
+
+    exit_code = 2
+
+
 class ConfigError(RepogenError):
     """Bad input in a config file, located as ``file:line: field: message``."""
 

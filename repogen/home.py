@@ -14,9 +14,10 @@ from repogen.store import Store
 class Home:
     """The state directory (``.repogen/`` or ``$REPOGEN_HOME``): database, store, caches, logs."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, create: bool = True) -> None:
+        """``create=False`` (read-only commands): a home that does not exist is not created."""
         self.path = path.absolute()
-        self.store = Store(self.path)
+        self.store = Store(self.path, create=create)
         self.downloads = DownloadCache(self.path / "cache" / "downloads", self.store,
                                        timeout=float(os.environ.get("REPOGEN_FETCH_TIMEOUT", "60")),
                                        retries=int(os.environ.get("REPOGEN_FETCH_RETRIES", "2")))

@@ -6,7 +6,6 @@ publish), kept as plain frozen dataclasses so each stage can be read on its own.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -81,12 +80,6 @@ class Kernel:
     @property
     def label(self) -> str:
         return f"{self.target}/{self.kernelrelease}/{self.kernelversion}/{self.architecture}"
-
-    @property
-    def shard_hash(self) -> int:
-        """A stable number per kernel, so shards never move when the matrix grows elsewhere."""
-        digest = hashlib.sha256("\0".join(self.ident).encode()).digest()
-        return int.from_bytes(digest[:8], "big")
 
 
 @dataclass(frozen=True)

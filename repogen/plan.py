@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from repogen import images, recipes
+from repogen import images, reasons, recipes
 from repogen.home import Home
 from repogen.model import Driver, Job, Kind
 from repogen.sources import tree_digest
@@ -38,6 +38,8 @@ class Planned:
     key: str | None
     state: str  # one of STATES
     error: str | None = None
+    #: Why it would be built ("builder image gcc12 changed", "never built"); None when it is built.
+    reason: str | None = None
 
 
 @functools.cache
@@ -96,6 +98,7 @@ def plan(home: Home, jobs: list[Job], image_ids: dict[str, str]) -> list[Planned
     chains: dict[tuple[tuple[int, ...], str | None], images.Toolchain] = {}
     errors = {k: r.error for k, r in home.store.builds(list(failed.values())).items()} if failed else {}
     out: list[Planned] = []
+    explaining: list[tuple[Planned, dict[str, object], str | None]] = []
     kernel = None
     kernel_part = ""
     driver_parts: dict[tuple[int, Kind], str | None] = {}
@@ -136,5 +139,24 @@ def plan(home: Home, jobs: list[Job], image_ids: dict[str, str]) -> list[Planned
         else:
             state = "missing"
         error = errors.get(failed_key) if failed_key and state == "failed" else None
-        out.append(Planned(job, chain.name, image_id, key, state, error))
+        planned = Planned(job, chain.name, image_id, key, state, error)
+        if state != "built" or not job.driver.source.pinned:
+            inputs = reasons.build_inputs(
+                source=source_digests.get((job.driver.source.location, job.driver.version)),
+                headers={h.url: d for h, d in zip(kernel.headers, headers, strict=True)}, image=image_id,
+                recipe=job.driver.recipe, recipe_script=script_digest(job.driver.recipe))
+            explaining.append((planned, inputs, good_key if state != "built" else None))
+        out.append(planned)
+    _explain(home, explaining)
     return out
+
+
+def _explain(home: Home, explaining: list[tuple[Planned, dict[str, object], str | None]]) -> None:
+    """Fill in each job's reason, comparing with the inputs of the artifact it has (one query)."""
+    previous = home.store.builds([k for _, _, k in explaining if k])
+    for planned, inputs, good_key in explaining:
+        record = previous.get(good_key or "")
+        planned.reason = reasons.explain(
+            state=planned.state, forced=False, pinned=planned.job.driver.source.pinned, inputs=inputs,
+            toolchain=planned.toolchain, previous_inputs=record.inputs if record else None,
+            previous_toolchain=record.toolchain if record else None)

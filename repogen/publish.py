@@ -116,7 +116,7 @@ def publish(
         os.chmod(staging, 0o755)
         os.replace(staging, final)
         staging = final
-        _swap(site, final, generations)
+        swap_live(site, final, generations)
         report.generation = final
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
@@ -189,7 +189,8 @@ def _fill(home: Home, config: Config, out: Path, live: Path | None, *, signer: A
     return report
 
 
-def _swap(site: Path, generation: Path, generations: Path) -> None:
+def swap_live(site: Path, generation: Path, generations: Path) -> None:
+    """Point ``site`` at ``generation`` with one atomic rename (publish and rollback)."""
     if site.exists() and not site.is_symlink():
         if site.is_dir() and any(site.iterdir()):
             # A plain directory from before repogen managed it: move it aside once, then link.

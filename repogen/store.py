@@ -63,10 +63,14 @@ class BuildRecord:
 class Store(UrlIndex):
     """``<home>/state.db`` and ``<home>/store/sha256/<ab>/<digest>``; safe to use from threads."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, *, create: bool = True) -> None:
         self.home = home
         self.objects = home / "store" / "sha256"
-        home.mkdir(parents=True, exist_ok=True)
+        # A read-only command on a home that does not exist yet sees an empty database in memory
+        # and leaves nothing on disk.
+        self.in_memory = not create and not (home / "state.db").exists()
+        if not self.in_memory:
+            home.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._write_lock = threading.Lock()
         with self._write_lock:
@@ -75,6 +79,9 @@ class Store(UrlIndex):
     # -- database -------------------------------------------------------------------------------
     def _connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
+        if conn is None and self.in_memory:
+            conn = self._local.conn = sqlite3.connect(":memory:", isolation_level=None)
+            conn.executescript(SCHEMA)
         if conn is None:
             conn = sqlite3.connect(self.home / "state.db", timeout=60, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
@@ -182,9 +189,42 @@ class Store(UrlIndex):
         """job_id -> the key of the artifact publish serves (None if none)."""
         return dict(self._connection().execute("SELECT job_id, good_key FROM jobs"))
 
+    def good_keys_of(self, job_ids: list[str]) -> dict[str, str | None]:
+        """good_keys() for a few jobs only."""
+        conn = self._connection()
+        out: dict[str, str | None] = {}
+        for i in range(0, len(job_ids), 500):
+            chunk = job_ids[i:i + 500]
+            out.update(conn.execute(
+                f"SELECT job_id, good_key FROM jobs WHERE job_id IN ({','.join('?' * len(chunk))})", chunk))
+        return out
+
     def failed_jobs(self) -> dict[str, str]:
         """job_id -> key of the last attempt, for jobs whose last attempt failed."""
         return dict(self._connection().execute("SELECT job_id, last_key FROM jobs WHERE last_status='failed'"))
+
+    # -- garbage collection (repogen gc) -----------------------------------------------------------
+    def current_artifacts(self) -> set[str]:
+        """Digests of the artifacts some job's current build points at."""
+        return {row[0] for row in self._connection().execute(
+            "SELECT b.artifact_sha256 FROM jobs j JOIN builds b ON b.build_key = j.good_key "
+            "WHERE b.artifact_sha256 IS NOT NULL")}
+
+    def current_logs(self) -> set[str]:
+        """Log paths of each job's last and current build."""
+        return {row[0] for row in self._connection().execute(
+            "SELECT b.log_path FROM jobs j JOIN builds b ON b.build_key IN (j.good_key, j.last_key) "
+            "WHERE b.log_path IS NOT NULL")}
+
+    def mark_collected(self, digests: list[str]) -> None:
+        """Builds whose artifact gc removes no longer count as done (their history rows stay)."""
+        with self._db() as db:
+            db.executemany("UPDATE builds SET status='collected' WHERE artifact_sha256=? AND status='ok'",
+                           [(d,) for d in digests])
+
+    def forget_downloads(self, digests: set[str]) -> None:
+        with self._db() as db:
+            db.executemany("DELETE FROM downloads WHERE sha256=?", [(d,) for d in digests])
 
     def builds(self, keys: list[str]) -> dict[str, BuildRecord]:
         out: dict[str, BuildRecord] = {}

@@ -16,7 +16,8 @@ from repogen.cli import cli
 from repogen.model import Header, Kernel
 
 COMMANDS = [[], ["validate"], ["plan"], ["build"], ["crawl"], ["publish"], ["serve"], ["images"], ["images", "build"],
-            ["images", "bootstrap"], ["images", "list"]]
+            ["images", "bootstrap"], ["images", "list"], ["gc"], ["generations"], ["rollback"], ["packages"],
+            ["packages", "list"], ["packages", "remove"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "repogen")

@@ -465,6 +465,7 @@ def test_config_cache_is_invalidated_when_an_included_file_changes(tmp_path: Pat
     included = tmp_path / "kernels.d/a.yaml"
     included.write_text("kernels:\n" + kernel("6.1.0-1-amd64"))
     repogen = Repogen(tmp_path / "home", config)
+    (tmp_path / "home").mkdir()  # plan is read-only: it never creates the home, but caches in one
     assert _plan_total(repogen) == 1
     assert list((tmp_path / "home" / "cache" / "config").glob("*.pickle")), "no cache written"
     assert _plan_total(repogen) == 1  # served from the cache

@@ -42,6 +42,8 @@ class RepoOptions:
     grace_seconds: int = 3 * 86400
     rpm_compression: Literal["gz", "zstd"] = "gz"
     base_url: str = BASE_URL_PLACEHOLDER  # written into the ready .sources and .repo files
+    #: Packages to leave out of the new generation (``repogen packages remove``): (name, version or None).
+    remove: list[tuple[str, str | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -61,7 +63,8 @@ class RepoReport:
             if stats is not None:
                 lines.append(
                     f"{name}: {stats.packages} packages ({stats.read} read, {stats.cached} from cache, "
-                    f"{len(stats.added)} added, {len(stats.removed)} removed by retention)"
+                    f"{len(stats.added)} added, {len(stats.removed)} removed by retention"
+                    + (f", {len(stats.dropped)} removed on request" if stats.dropped else "") + ")"
                 )
         lines.append(f"signed with {self.fingerprint}" if self.signed else "UNSIGNED")
         return "\n".join(lines + self.notes)

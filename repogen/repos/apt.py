@@ -35,6 +35,7 @@ from repogen.repos.pool import (
     RepoStats,
     carry_forward,
     check_inputs,
+    drop,
     link_or_copy,
     merge,
     place,
@@ -338,6 +339,7 @@ def publish_apt(
     entries = [PoolEntry(record, path, index < len(published))
                for index, (path, record) in enumerate(zip(paths, records, strict=True))]
     entries = merge(entries, lambda r: (r.name, r.version, r.arch), _describe)
+    entries, dropped = drop(entries, options.remove, lambda r: (r.version,))
     kept, removed = retain(entries, options.keep_versions, lambda r: (r.name, r.arch), _compare)
     kept.sort(key=lambda entry: entry.record.pool_path)
     package_archs = {entry.record.arch for entry in kept}
@@ -382,6 +384,7 @@ def publish_apt(
         added=[e.record.pool_path for e in kept if e.record.sha256 not in published_shas],
         removed=[e.record.pool_path for e in removed if e.published],
         carried_forward=carried,
+        dropped=[e.record.pool_path for e in dropped],
     )
 
 

@@ -50,6 +50,7 @@ class RepoStats:
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     carried_forward: int = 0
+    dropped: list[str] = field(default_factory=list)  # left out on request (`repogen packages remove`)
 
 
 def check_inputs(paths: Iterable[str | Path], suffix: str,
@@ -123,6 +124,28 @@ def _refuse(first: PoolEntry[Record], second: PoolEntry[Record], describe: Calla
         "refusing to pick one",
         hint="remove one of them from the inputs",
     )
+
+
+def drop(
+    entries: list[PoolEntry[Record]],
+    remove: Sequence[tuple[str, str | None]],
+    versions: Callable[[Record], Sequence[str]],
+) -> tuple[list[PoolEntry[Record]], list[PoolEntry[Record]]]:
+    """(kept, dropped): leave out the packages named ``(name, version)``; version None means all of them.
+
+    ``versions`` gives the spellings a package's version may be asked by (rpm: ``1.2``, ``1.2-3``,
+    ``0:1.2-3``).
+    """
+    if not remove:
+        return entries, []
+    kept: list[PoolEntry[Record]] = []
+    dropped: list[PoolEntry[Record]] = []
+    for entry in entries:
+        record = entry.record
+        hit = any(record.name == name and (version is None or version in versions(record))
+                  for name, version in remove)
+        (dropped if hit else kept).append(entry)
+    return kept, dropped
 
 
 def retain(

@@ -29,6 +29,7 @@ from repogen.repos.pool import (
     RepoStats,
     carry_forward,
     check_inputs,
+    drop,
     merge,
     place,
     published_files,
@@ -196,6 +197,12 @@ def compare_evr(a: RpmRecord, b: RpmRecord) -> int:
         or rpmvercmp(a.version, b.version) or rpmvercmp(a.release, b.release)
 
 
+def _version_spellings(record: RpmRecord) -> tuple[str, ...]:
+    """How `packages remove NAME=VERSION` may name an rpm's version: 1.2, 1.2-3 or 0:1.2-3."""
+    evr = f"{record.version}-{record.release}"
+    return record.version, evr, f"{record.epoch or 0}:{evr}"
+
+
 def _describe(record: RpmRecord) -> str:
     epoch = "" if record.epoch in ("", "0") else f"{record.epoch}:"
     return f"{record.name}-{epoch}{record.version}-{record.release}.{record.arch}"
@@ -222,6 +229,7 @@ def publish_rpm(
     entries = [PoolEntry(record, path, index < len(published))
                for index, (path, record) in enumerate(zip(paths, records, strict=True))]
     entries = merge(entries, lambda r: (r.name, r.epoch, r.version, r.release, r.arch), _describe)
+    entries, dropped = drop(entries, options.remove, _version_spellings)
     kept, removed = retain(entries, options.keep_versions, lambda r: (r.name, r.arch), compare_evr)
     kept.sort(key=lambda entry: entry.record.pool_path)
     # The pool is linked (syscalls, GIL released) while repodata is assembled and compressed.
@@ -255,6 +263,7 @@ def publish_rpm(
         added=[e.record.pool_path for e in kept if e.record.sha256 not in published_shas],
         removed=[e.record.pool_path for e in removed if e.published],
         carried_forward=carried,
+        dropped=[e.record.pool_path for e in dropped],
     )
 
 

@@ -1,0 +1,205 @@
+"""What a new user trips on in daily use: where state lives, options where people type them, clean
+errors for every mistake, selectors that match nothing, balanced shards, packages-only trees.
+
+These run the real ``repogen`` command in a subprocess; none of them needs Docker or a build.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import HELLO_KBUILD, Result, driver_yaml, write_config
+from pkgfactory import make_deb
+
+from repogen.config import parse
+from repogen.errors import ConfigErrors
+from repogen.matrix import expand
+
+
+def run(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> Result:
+    """``repogen ARGS`` in ``cwd`` with no REPOGEN_HOME, as a user at a shell would type it."""
+    base = {k: v for k, v in os.environ.items() if k != "REPOGEN_HOME"}
+    proc = subprocess.run([sys.executable, "-m", "repogen", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**base, **(env or {})})
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def kernels(count: int) -> list[dict[str, Any]]:
+    """Kernel entries whose headers are never fetched (these tests do not build)."""
+    return [{"target": "debian", "kernelrelease": f"6.1.{100 + i}-1-amd64", "kernelversion": "1",
+             "architecture": "x86_64", "headers": [f"http://127.0.0.1:9/linux-headers-{i}.deb"]}
+            for i in range(count)]
+
+
+def matrix(directory: Path, count: int = 3) -> Path:
+    return write_config(directory, [driver_yaml("hello_repogen", "0.1.0", HELLO_KBUILD, "kbuild")], kernels(count))
+
+
+def one_clean_error(result: Result, code: int, *words: str) -> None:
+    assert result.code == code, (result.code, result.out, result.err)
+    assert "Traceback" not in result.err + result.out, result.err
+    assert result.err.startswith("error: ") or "\nerror: " in result.err, result.err
+    for word in words:
+        assert word in result.err, (word, result.err)
+
+
+# -- where the state lives (surprises 6 and 10) -----------------------------------------------------
+
+def test_read_only_commands_create_nothing_on_disk(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    config = matrix(project)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    before = sorted(p.name for p in project.iterdir())
+    for args in (["validate"], ["plan"], ["plan", "--json", "--why"], ["images", "list", "--json"],
+                 ["generations"], ["packages", "list"], ["gc", "--dry-run"]):
+        result = run("-c", str(config), *args, cwd=elsewhere)
+        assert result.code == 0, (args, result.out, result.err)
+    assert sorted(p.name for p in project.iterdir()) == before
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_default_home_is_beside_the_config_file_whatever_the_working_directory(tmp_path: Path) -> None:
+    config = matrix(tmp_path / "project")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = run("-c", str(config), "publish", "--site", str(tmp_path / "site"), cwd=elsewhere)
+    assert result.code == 0, result.err
+    assert (config.parent / ".repogen" / "state.db").is_file()
+    assert list(elsewhere.iterdir()) == []
+    # --home and REPOGEN_HOME still win.
+    result = run("-c", str(config), "publish", "--site", str(tmp_path / "site"), cwd=elsewhere,
+                 env={"REPOGEN_HOME": str(tmp_path / "env-home")})
+    assert result.code == 0 and (tmp_path / "env-home" / "state.db").is_file(), result.err
+    result = run("publish", "-c", str(config), "--home", str(tmp_path / "flag-home"), "--site",
+                 str(tmp_path / "site"), cwd=elsewhere, env={"REPOGEN_HOME": str(tmp_path / "env-home")})
+    assert result.code == 0 and (tmp_path / "flag-home" / "state.db").is_file(), result.err
+
+
+def test_config_may_be_a_directory_and_options_may_follow_the_subcommand(tmp_path: Path) -> None:
+    config = matrix(tmp_path / "project")
+    for args in (["-c", str(config.parent), "validate", "--json"], ["validate", "-c", str(config.parent), "--json"],
+                 ["validate", "--json", "--config", str(config)]):
+        result = run(*args, cwd=tmp_path)
+        assert result.code == 0, (args, result.err)
+        assert result.json["kernels"] == 3 and result.json["files"] == [str(config)]
+    # An option after the subcommand wins over the same option before it.
+    result = run("-c", str(tmp_path / "nope.yaml"), "plan", "--json", "-c", str(config.parent), "--home",
+                 str(tmp_path / "h"), cwd=tmp_path)
+    assert result.code == 0 and result.json["total"] == 6, result.err
+    assert not (tmp_path / "h").exists()  # plan is read-only
+
+
+# -- clean errors (surprises 2, 3, 5) ---------------------------------------------------------------
+
+def test_serve_on_a_busy_port_is_one_clean_line(tmp_path: Path) -> None:
+    (tmp_path / "site").mkdir()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run("serve", "--site", "site", "--port", str(port), cwd=tmp_path)
+    one_clean_error(result, 1, f"cannot listen on 127.0.0.1:{port}", "--port")
+
+
+def test_unexpected_error_is_one_line_and_the_traceback_goes_to_a_file(tmp_path: Path) -> None:
+    config = matrix(tmp_path)
+    result = run("-c", str(config), "--home", "/dev/null/home", "publish", cwd=tmp_path,
+                 env={"TMPDIR": str(tmp_path)})
+    one_clean_error(result, 1, "NotADirectoryError", "/dev/null/home")
+    lines = [line for line in result.err.strip().splitlines() if not line.startswith("note:")]
+    assert len(lines) == 2 and lines[0].startswith("error: "), result.err
+    log = Path(result.err.split("traceback is in ", 1)[1].split(")")[0])
+    assert log.is_file() and log.parent == tmp_path and "Traceback" in log.read_text()
+
+
+def test_usage_errors_exit_2_with_one_line(tmp_path: Path) -> None:
+    config = matrix(tmp_path)
+    one_clean_error(run("-c", str(config), "plan", "--only", "color=blue", cwd=tmp_path), 2, "bad selector")
+    one_clean_error(run("-c", str(config), "plan", "--shard", "4/3", cwd=tmp_path), 2, "bad --shard")
+    one_clean_error(run("-c", str(config), "build", "--shard", "x", cwd=tmp_path), 2, "bad --shard")
+
+
+def test_selectors_and_globs_that_match_nothing_are_not_silent(tmp_path: Path) -> None:
+    config = matrix(tmp_path)
+    one_clean_error(run("-c", str(config), "plan", "--only", "kernelrelease=5.*", cwd=tmp_path), 2,
+                    "'kernelrelease=5.*' matches no job")
+    # One of two selectors matching nothing is a warning; the other one's jobs are planned.
+    some = run("-c", str(config), "plan", "--json", "--only", "kernelrelease=5.*", "--only", "kind=kmod",
+               cwd=tmp_path)
+    assert some.code == 0 and some.json["total"] == 3 and "warning: --only 'kernelrelease=5.*'" in some.err
+    # Checked before Docker is asked anything.
+    one_clean_error(run("-c", str(config), "build", "--rebuild", "name=nope", cwd=tmp_path), 2,
+                    "--rebuild 'name=nope' matches no job")
+    one_clean_error(run("-c", str(config), "publish", "--deb", str(tmp_path / "nonexistent" / "*.deb"),
+                        cwd=tmp_path), 2, "no package file matched --deb")
+    assert not (tmp_path / "site").exists()
+    # An empty shard is normal (more CI runners than kernels): not an error.
+    empty = run("-c", str(config), "plan", "--json", "--shard", "5/5", cwd=tmp_path)
+    assert empty.code == 0 and empty.json["total"] == 0, empty.err
+
+
+def test_wording_names_kinds_and_json_help_says_one_object(tmp_path: Path) -> None:
+    config = matrix(tmp_path)
+    result = run("-c", str(config), "validate", cwd=tmp_path)
+    assert "1 driver versions x 3 kernels = 6 builds (2 per kernel: ebpf+kmod" in result.out, result.out
+    assert "one JSON object" in run("plan", "--help", cwd=tmp_path).out
+
+
+# -- shards (surprise 9) ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("count", "shards"), [(3, 3), (7, 3), (10, 4), (2, 5)])
+def test_shards_are_balanced_disjoint_and_keep_a_kernels_jobs_together(tmp_path: Path, count: int,
+                                                                      shards: int) -> None:
+    config = parse(matrix(tmp_path, count))
+    everything = {j.job_id for j in expand(config)}
+    parts = [expand(config, shard=(i, shards)) for i in range(1, shards + 1)]
+    per_shard = [len({j.kernel.ident for j in part}) for part in parts]
+    assert max(per_shard) - min(per_shard) <= 1, per_shard
+    ids = [j.job_id for part in parts for j in part]
+    assert len(ids) == len(set(ids)) and set(ids) == everything
+    owners = {}
+    for index, part in enumerate(parts):
+        for job in part:
+            assert owners.setdefault(job.kernel.ident, index) == index  # one kernel, one shard
+    # Stable: the same file gives the same split (what every CI runner relies on).
+    assert [[j.job_id for j in p] for p in parts] == [[j.job_id for j in expand(config, shard=(i, shards))]
+                                                     for i in range(1, shards + 1)]
+
+
+# -- config (surprises 7 and 11) --------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["1.0", "1", "true"])
+def test_kernelversion_that_yaml_reads_as_a_number_is_refused_with_the_fix(tmp_path: Path, value: str) -> None:
+    config = matrix(tmp_path, 1)
+    config.write_text(config.read_text().replace('kernelversion: "1"', f"kernelversion: {value}"))
+    with pytest.raises(ConfigErrors) as caught:
+        parse(config)
+    message = caught.value.errors[0].message
+    assert message.startswith(f"{config}:") and "kernels[0].kernelversion" in message
+    assert f'quote it (kernelversion: "{value}")' in message
+
+
+def test_packages_only_matrix_is_valid_and_publishes_the_repositories(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    make_deb(dist, "falco", "0.40.0")
+    config = tmp_path / "kernels.yaml"
+    config.write_text("packages: {deb: [dist/*.deb]}\n")
+    valid = run("-c", str(config), "validate", "--json", cwd=tmp_path)
+    assert valid.code == 0 and valid.json["drivers"] == 0, valid.out + valid.err
+    published = run("-c", str(config), "publish", "--json", cwd=tmp_path)
+    assert published.code == 0, published.err
+    assert published.json["deb_repository"]["packages"] == 1 and published.json["artifacts"] == 0
+    assert (tmp_path / "site" / "deb" / "dists" / "stable" / "Release").is_file()
+    assert json.loads((tmp_path / "site" / "index.json").read_text())["artifacts"] == []
+    # Neither drivers nor packages: still a mistake.
+    config.write_text("kernels: []\n")
+    one_clean_error(run("-c", str(config), "validate", cwd=tmp_path), 2, "no driver is defined")
