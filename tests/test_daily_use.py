@@ -203,3 +203,96 @@ def test_packages_only_matrix_is_valid_and_publishes_the_repositories(tmp_path: 
     # Neither drivers nor packages: still a mistake.
     config.write_text("kernels: []\n")
     one_clean_error(run("-c", str(config), "validate", cwd=tmp_path), 2, "no driver is defined")
+
+
+# -- generations, rollback, packages list/remove, gc (the commands people looked for) ---------------
+
+def packages_matrix(tmp_path: Path) -> tuple[Path, Path]:
+    dist = tmp_path / "dist"
+    dist.mkdir(exist_ok=True)
+    config = tmp_path / "kernels.yaml"
+    config.write_text("packages: {deb: [dist/*.deb], rpm: [dist/*.rpm]}\n")
+    return config, dist
+
+
+def test_generations_and_rollback_swap_the_live_tree_atomically(tmp_path: Path) -> None:
+    config, dist = packages_matrix(tmp_path)
+    make_deb(dist, "falco", "0.40.0")
+    assert run("-c", str(config), "publish", cwd=tmp_path).code == 0
+    make_deb(dist, "falco", "0.41.0")
+    assert run("-c", str(config), "publish", cwd=tmp_path).code == 0
+    listed = run("-c", str(config), "generations", "--json", cwd=tmp_path)
+    assert listed.code == 0, listed.err
+    first, second = listed.json
+    assert (first["debs"], second["debs"]) == (1, 2) and second["live"] and not first["live"]
+    assert (tmp_path / "site").resolve() == Path(second["path"])
+    # Back to the one before the live one; the link is replaced, the generations stay.
+    back = run("-c", str(config), "rollback", "--json", cwd=tmp_path)
+    assert back.code == 0, back.err
+    assert back.json["live"]["name"] == first["name"] and (tmp_path / "site").resolve() == Path(first["path"])
+    assert not list(tmp_path.glob(".site.link-*"))
+    listed = run("-c", str(config), "packages", "list", "--json", cwd=tmp_path)
+    assert [(p["name"], p["version"]) for p in listed.json] == [("falco", "0.40.0")]
+    # Forward again by name (a unique prefix will do); an unknown name is a clean usage error.
+    assert run("-c", str(config), "rollback", second["name"][:18], cwd=tmp_path).code == 0
+    assert (tmp_path / "site").resolve() == Path(second["path"])
+    one_clean_error(run("-c", str(config), "rollback", "nope", cwd=tmp_path), 2, "no generation named 'nope'")
+    one_clean_error(run("-c", str(config), "rollback", "--site", "elsewhere", cwd=tmp_path), 2,
+                    "has no published generation")
+
+
+def test_packages_remove_publishes_a_generation_without_them(tmp_path: Path) -> None:
+    from pkgfactory import make_rpm
+
+    config, dist = packages_matrix(tmp_path)
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    make_deb(dist, "falco", "0.40.0")
+    make_rpm(dist, "falco", "0.40.0")
+    make_deb(extra, "falco", "0.39.0")
+    make_deb(extra, "falcoctl", "0.10.0")
+    result = run("-c", str(config), "publish", "--deb", str(extra / "*.deb"), cwd=tmp_path)
+    assert result.code == 0, result.err
+    listed = run("-c", str(config), "packages", "list", "--json", cwd=tmp_path)
+    assert sorted((p["kind"], p["name"], p["version"]) for p in listed.json) == [
+        ("deb", "falco", "0.39.0"), ("deb", "falco", "0.40.0"), ("deb", "falcoctl", "0.10.0"),
+        ("rpm", "falco", "0.40.0-1")]
+    before = (tmp_path / "site").resolve()
+    one_clean_error(run("-c", str(config), "packages", "remove", "falco=9.9", cwd=tmp_path), 1,
+                    "not published", "falco=9.9")
+    assert (tmp_path / "site").resolve() == before
+    removed = run("-c", str(config), "packages", "remove", "falco=0.39.0", "falcoctl", "--json", cwd=tmp_path)
+    assert removed.code == 0, removed.err
+    assert (tmp_path / "site").resolve() != before  # a new generation
+    listed = run("-c", str(config), "packages", "list", "--json", cwd=tmp_path)
+    assert sorted((p["kind"], p["name"], p["version"]) for p in listed.json) == [
+        ("deb", "falco", "0.40.0"), ("rpm", "falco", "0.40.0-1")]
+    packages_index = next((tmp_path / "site" / "deb" / "dists" / "stable").rglob("binary-amd64/Packages"))
+    stanzas = packages_index.read_text()
+    assert "Version: 0.39.0" not in stanzas and "falcoctl" not in stanzas and "Version: 0.40.0" in stanzas
+    # A later publish keeps what is published (and not removed); the removed ones stay out.
+    again = run("-c", str(config), "publish", "--json", cwd=tmp_path)
+    assert again.code == 0 and again.json["deb_repository"]["packages"] == 1, again.out + again.err
+    # An rpm by version-release.
+    assert run("-c", str(config), "packages", "remove", "falco=0.40.0-1", cwd=tmp_path).code == 0
+    names = [(p["kind"], p["name"]) for p in run("-c", str(config), "packages", "list", "--json",
+                                                    cwd=tmp_path).json]
+    assert ("rpm", "falco") not in names
+
+
+def test_gc_removes_old_generations_and_reports_the_space(tmp_path: Path) -> None:
+    config, dist = packages_matrix(tmp_path)
+    for version in ("0.1", "0.2", "0.3", "0.4"):
+        make_deb(dist, "falco", version, payload="x" * 50_000 + version)
+        assert run("-c", str(config), "publish", cwd=tmp_path).code == 0
+    kept = [g["name"] for g in run("-c", str(config), "generations", "--json", cwd=tmp_path).json]
+    assert len(kept) == 3  # publish itself keeps three
+    dry = run("-c", str(config), "gc", "--dry-run", "--keep-generations", "0", "--json", cwd=tmp_path)
+    assert dry.code == 0, dry.err
+    assert dry.json["removed"]["generation"]["count"] == 2 and dry.json["freed"] > 0
+    assert [g["name"] for g in run("-c", str(config), "generations", "--json", cwd=tmp_path).json] == kept
+    done = run("-c", str(config), "gc", "--keep-generations", "0", cwd=tmp_path)
+    assert done.code == 0 and "freed" in done.out, done.err
+    left = run("-c", str(config), "generations", "--json", cwd=tmp_path).json
+    assert [g["name"] for g in left] == kept[-1:] and left[0]["live"]
+    assert run("-c", str(config), "packages", "list", "--json", cwd=tmp_path).json  # the live tree is whole
