@@ -328,10 +328,16 @@ def test_driver_that_does_not_compile_fails_with_the_compiler_error(
     source = broken_driver(tmp_path, c_suffix="\nthis_is_not_c repogen_syntax_error;\n")
     repogen = Repogen(home, two_drivers(tmp_path, mirror, source))
     failed = ("0.2.0-broken", mirror.kernels[0]["kernelrelease"], "kmod")
-    result = build_with_one_failure(repogen, failed, "exited with status")
+    # The excerpt is the compiler's own error line, not make's "*** [...] Error 1" echo of it.
+    result = build_with_one_failure(repogen, failed, "exited with status", "error:", "this_is_not_c")
+    error = next(r["error"] for r in result.json["results"] if r["driverversion"] == "0.2.0-broken")
+    assert "Error 1" not in error.splitlines()[0], error
     log = next(r["log"] for r in result.json["results"] if r["driverversion"] == "0.2.0-broken")
     assert log and "repogen_syntax_error" in Path(log).read_text()
-    assert_plan_shows_failed(repogen, failed, "exited with status")
+    assert_plan_shows_failed(repogen, failed, "exited with status", "this_is_not_c")
+    # plan without --json shows the failure reason too.
+    plain = repogen("plan", timeout=120)
+    assert "failed" in plain.out and "this_is_not_c" in plain.out, plain.out
     # Nothing of the failed build is left in the work directory.
     assert not any((home / "work").iterdir())
     broken_driver(tmp_path)  # fixed: the plain hello source again
