@@ -15,9 +15,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import pwd
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 
@@ -66,8 +70,20 @@ def download(packages: list[str], dest: Path) -> None:
         if not list(dest.glob(f"{name}_{version.replace(':', '%3a')}_{arch}.deb")):
             missing.append(spec)
     if missing:
-        subprocess.run(["apt-get", "download", "-q", *missing], cwd=dest, check=True,
-                       stdout=subprocess.DEVNULL)
+        apt_download(["apt-get", "download", "-q", *missing], dest)
+
+
+def apt_download(command: list[str], dest: Path) -> None:
+    """Run ``apt-get download`` in a scratch directory apt's sandbox user (_apt) may write, then move
+    the files to ``dest``: as root into a root-only directory, apt warns "Download is performed
+    unsandboxed as root" once per file."""
+    with tempfile.TemporaryDirectory(prefix="repogen-apt-") as scratch:
+        # Without a sandbox user on this system, apt runs as root and does not warn.
+        if os.geteuid() == 0 and any(user.pw_name == "_apt" for user in pwd.getpwall()):
+            os.chown(scratch, pwd.getpwnam("_apt").pw_uid, -1)
+        subprocess.run(command, cwd=scratch, check=True, stdout=subprocess.DEVNULL)
+        for path in Path(scratch).glob("*.deb"):
+            shutil.move(str(path), dest / path.name)
 
 
 def main() -> int:

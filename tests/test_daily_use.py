@@ -296,3 +296,19 @@ def test_gc_removes_old_generations_and_reports_the_space(tmp_path: Path) -> Non
     left = run("-c", str(config), "generations", "--json", cwd=tmp_path).json
     assert [g["name"] for g in left] == kept[-1:] and left[0]["live"]
     assert run("-c", str(config), "packages", "list", "--json", cwd=tmp_path).json  # the live tree is whole
+
+
+# -- clean output while fetching (surprise 8) -------------------------------------------------------
+
+def test_apt_download_as_root_gives_no_unsandboxed_warning(tmp_path: Path) -> None:
+    """The demo's header download: no "W: Download is performed unsandboxed as root" per file."""
+    scripts = Path(__file__).resolve().parent.parent / "scripts"
+    dest = tmp_path / "root-only"
+    dest.mkdir(mode=0o700)
+    code = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); import debian_headers; "
+            "debian_headers.apt_download(['apt-get', 'download', '-q', 'hello'], Path(sys.argv[2]))")
+    proc = subprocess.run([sys.executable, "-c", code, str(scripts), str(dest)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "unsandboxed" not in proc.stderr, proc.stderr
+    assert [p.name for p in dest.glob("hello_*.deb")], list(dest.iterdir())
