@@ -75,3 +75,5 @@ print(f"fetched {url} ({len(data)} bytes, sha256 ok)")
 print(f"{len(index['artifacts'])} artifacts published; serving on {base}/ (pid in .demo/serve.pid)")
 print(f"point Falco at it: FALCOCTL_DRIVER_REPOS={base}/driver")
 PY
+log "left running: the headers mirror (127.0.0.1:$MIRROR_PORT) and repogen serve (127.0.0.1:$SITE_PORT)"
+echo "stop them: kill \$(cat .demo/mirror.pid .demo/serve.pid); clean up: README, 'What the demo leaves behind'" >&2

@@ -312,3 +312,23 @@ def test_apt_download_as_root_gives_no_unsandboxed_warning(tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stderr
     assert "unsandboxed" not in proc.stderr, proc.stderr
     assert [p.name for p in dest.glob("hello_*.deb")], list(dest.iterdir())
+
+
+# -- the README names what people looked for -------------------------------------------------------
+
+def test_readme_lists_every_command_and_the_daily_use_answers() -> None:
+    from repogen.cli import cli
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    commands = readme.split("## Commands", 1)[1].split("```", 2)[1]
+    for name, command in cli.commands.items():
+        subcommands = getattr(command, "commands", None)
+        if subcommands:
+            for sub in subcommands:
+                assert f"repogen {name} " in commands and sub in commands, (name, sub)
+        else:
+            assert f"repogen {name}" in commands, name
+    for needle in ("keep-versions", "grace-period", "--base-url", "serve --host", "linux-kbuild-6.1_6.1.176-1",
+                   "kill $(cat .demo/mirror.pid .demo/serve.pid)", "docker rmi", "1 GB", "pip install .",
+                   "debootstrap", "rpm2cpio"):
+        assert needle in readme, needle
