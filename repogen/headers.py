@@ -16,16 +16,19 @@ import re
 import shutil
 import subprocess
 import tarfile
+import tempfile
 import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from repogen import distro
 from repogen.distro import PackageFormat
 from repogen.errors import FetchError
 from repogen.fetch import Download
+from repogen.unpack import UnsafeArchive, extract_cpio, extract_tar, is_contained, read_contained
 
 
 @dataclass(frozen=True)
@@ -49,20 +52,14 @@ class KernelTree:
         """
         out: list[tuple[Path, str]] = []
         for rel in ("usr/src",):
-            if (self.root / rel).is_dir():
+            if (self.root / rel).is_dir() and is_contained(self.root, self.root / rel):
                 out.append((self.root / rel, "/" + rel))
         for lib in sorted((self.root / "usr/lib").glob("linux-*")):
-            if lib.is_dir():
+            if lib.is_dir() and is_contained(self.root, lib):  # a link would mount a host directory
                 out.append((lib, "/usr/lib/" + lib.name))
         if not any(self.kernel_dir.is_relative_to(src) for src, _ in out):
             out.append((self.kernel_dir, self.container_kernel_dir))
         return out
-
-
-def _extract_tar(tar: tarfile.TarFile, dest: Path) -> None:
-    # The 'tar' filter refuses members escaping ``dest`` while keeping the absolute symlinks that
-    # headers packages rely on (``build -> /usr/src/...``), which the kernel tree needs.
-    tar.extractall(dest, filter="tar")
 
 
 def _unpack_deb(path: Path, dest: Path) -> None:
@@ -70,36 +67,52 @@ def _unpack_deb(path: Path, dest: Path) -> None:
 
     try:
         deb = debfile.DebFile(str(path))
-        _extract_tar(deb.data.tgz(), dest)
+        extract_tar(deb.data.tgz(), dest)
     except (debfile.DebError, arfile.ArError, tarfile.TarError, EOFError, lzma.LZMAError,
             zlib.error, OSError, ValueError, KeyError) as exc:
         raise FetchError(f"corrupt or truncated .deb: {exc or type(exc).__name__}") from None
 
 
 def _unpack_rpm(path: Path, dest: Path) -> None:
-    for tool, package in (("rpmkeys", "rpm"), ("rpm2cpio", "rpm2cpio"), ("cpio", "cpio")):
+    for tool, package in (("rpmkeys", "rpm"), ("rpm2cpio", "rpm2cpio")):
         if not shutil.which(tool):
             raise FetchError(f"unpacking .rpm headers needs {tool} (Debian package '{package}')")
-    # rpm2cpio | cpio accept a payload cut inside its compression trailer; the package's own
-    # digests do not: check them first (signatures are the distribution's business, not ours).
+    # rpm2cpio accepts a payload cut inside its compression trailer; the package's own digests do
+    # not: check them first (signatures are the distribution's business, not ours).
     check = subprocess.run(["rpmkeys", "--checksig", "--nosignature", str(path)], capture_output=True)
     if check.returncode:
         detail = (check.stdout + check.stderr).decode(errors="replace").strip().splitlines()
         raise FetchError(f"corrupt or truncated .rpm: {detail[-1] if detail else 'digest check failed'}")
-    dest.mkdir(parents=True, exist_ok=True)
-    rpm2cpio = subprocess.Popen(["rpm2cpio", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    cpio = subprocess.run(["cpio", "-idm", "--quiet", "--no-absolute-filenames"], stdin=rpm2cpio.stdout,
-                          cwd=dest, capture_output=True)
-    _, rpm_err = rpm2cpio.communicate()
-    if rpm2cpio.returncode or cpio.returncode:
-        message = (rpm_err or cpio.stderr).decode(errors="replace").strip()
-        raise FetchError(f"corrupt or truncated .rpm: {message or 'rpm2cpio failed'}")
+    # rpm2cpio only decompresses; the cpio stream is unpacked here, member by member (unlike cpio,
+    # never through a symbolic link an earlier package planted).
+    with tempfile.TemporaryFile() as errors:
+        rpm2cpio = subprocess.Popen(["rpm2cpio", str(path)], stdout=subprocess.PIPE, stderr=errors)
+        assert rpm2cpio.stdout is not None
+        stream: Any = rpm2cpio.stdout
+        failure: str | None = None
+        try:
+            extract_cpio(stream, dest)
+            while stream.read(1 << 16):  # the padding after the trailer
+                pass
+        except UnsafeArchive:
+            rpm2cpio.kill()
+            raise
+        except FetchError as exc:
+            rpm2cpio.kill()
+            failure = exc.message
+        finally:
+            stream.close()
+            rpm2cpio.wait()
+        if rpm2cpio.returncode or failure:
+            errors.seek(0)
+            message = errors.read().decode(errors="replace").strip() or failure or "rpm2cpio failed"
+            raise FetchError(f"corrupt or truncated .rpm: {message}")
 
 
 def _unpack_tarball(path: Path, dest: Path) -> None:
     try:
         with tarfile.open(path) as tar:
-            _extract_tar(tar, dest)
+            extract_tar(tar, dest)
     except (tarfile.TarError, EOFError, lzma.LZMAError, zlib.error, OSError) as exc:
         raise FetchError(f"corrupt or truncated tarball: {exc}") from None
 
@@ -115,14 +128,15 @@ _UTS = re.compile(rb'#define\s+UTS_RELEASE\s+"([^"]+)"')
 
 def read_release(kernel_dir: Path) -> str | None:
     """The kernel release the headers were built for, as modules' vermagic will carry it."""
-    uts = kernel_dir / "include/generated/utsrelease.h"
-    if uts.is_file():
-        m = _UTS.search(uts.read_bytes())
+    # Read without following links: the tree came from an archive, its links may point at the host.
+    uts = read_contained(kernel_dir, "include/generated/utsrelease.h")
+    if uts is not None:
+        m = _UTS.search(uts)
         if m:
-            return m.group(1).decode()
-    release_file = kernel_dir / "include/config/kernel.release"
-    if release_file.is_file():
-        return release_file.read_text().strip() or None
+            return m.group(1).decode(errors="replace")
+    release = read_contained(kernel_dir, "include/config/kernel.release")
+    if release is not None:
+        return release.decode(errors="replace").strip() or None
     return None
 
 
@@ -133,7 +147,7 @@ def _find_kernel_dir(root: Path, target: str) -> Path:
     for pattern in patterns:
         for match in sorted(glob.glob(str(root / pattern))):
             path = Path(match)
-            if path.is_dir() and not path.is_symlink() and read_release(path):
+            if path.is_dir() and is_contained(root, path) and read_release(path):
                 candidates.append(path)
     if not candidates:
         raise FetchError("the headers hold no kernel build directory (no include/generated/utsrelease.h "
@@ -194,9 +208,9 @@ class HeadersCache:
                 except FetchError as exc:
                     raise FetchError(f"{download.url}: {exc.message}", url=download.url) from None
             kernel_dir = _find_kernel_dir(staging / "root", target)
-            config = kernel_dir / ".config"
+            config = read_contained(kernel_dir, ".config")
             facts = {"kernel_dir": str(kernel_dir.relative_to(staging / "root")), "release": read_release(kernel_dir),
-                     "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest() if config.is_file() else None}
+                     "config_sha256": hashlib.sha256(config).hexdigest() if config is not None else None}
             (staging / ".complete").write_text(json.dumps(facts))
             os.replace(staging, final)
             self.unpacked += 1

@@ -8,17 +8,20 @@ branch whose content moved is rebuilt and an unchanged one is not.
 from __future__ import annotations
 
 import hashlib
+import lzma
 import os
 import shutil
 import stat
 import tarfile
 import threading
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from repogen.errors import FetchError
 from repogen.fetch import DownloadCache
 from repogen.model import Driver
+from repogen.unpack import UnsafeArchive, extract_tar
 
 
 def tree_digest(root: Path) -> str:
@@ -104,14 +107,19 @@ class SourceCache:
 
 
 def _unpack_source(tarball: Path, dest: Path) -> None:
-    """Unpack a source tarball into ``dest``, stripping its single top directory if it has one."""
+    """Unpack a source tarball into ``dest``, stripping its single top directory if it has one.
+
+    Member by member with :mod:`repogen.unpack`'s checks; a source's links must stay inside it.
+    """
     scratch = dest.with_name("unpack")
     try:
         with tarfile.open(tarball) as tar:
-            tar.extractall(scratch, filter="data")
-    except (tarfile.TarError, EOFError, OSError) as exc:
+            extract_tar(tar, scratch, contained_links=True)
+    except UnsafeArchive as exc:
+        raise FetchError(f"{tarball.name}: {exc.message}") from None
+    except (tarfile.TarError, EOFError, OSError, lzma.LZMAError, zlib.error) as exc:
         raise FetchError(f"{tarball.name}: not a readable source tarball: {exc}") from None
     entries = list(scratch.iterdir())
-    top = entries[0] if len(entries) == 1 and entries[0].is_dir() else scratch
+    top = entries[0] if len(entries) == 1 and entries[0].is_dir() and not entries[0].is_symlink() else scratch
     os.replace(top, dest)
     shutil.rmtree(scratch, ignore_errors=True)
