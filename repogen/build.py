@@ -22,7 +22,7 @@ from typing import Any
 
 import docker
 
-from repogen import container, images, reasons, recipes
+from repogen import container, images, ownership, reasons, recipes
 from repogen.errors import BuildError, FetchError, RepogenError
 from repogen.fetch import Download
 from repogen.headers import KernelTree
@@ -142,7 +142,7 @@ class Builder:
             if (final / ".complete").exists():
                 return final
             staging = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=self._mkdir(self.home.prepared)))
-            os.chmod(staging, 0o777)
+            ownership.hand_over(staging, *ownership.container_user())  # 0700, the container's user only
             log = self.home.logs / "prepare" / f"{job.driver.name}-{job.driver.version}-{key[:12]}.log"
             log.unlink(missing_ok=True)
             result = container.run(
@@ -162,6 +162,8 @@ class Builder:
                 self._prepare_failures[key] = error
                 raise error
             (staging / ".complete").write_text("")
+            ownership.seal(staging)  # a shared cache: read-only, owned by us, whatever the recipe wrote
+            ownership.unseal(final)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(staging, final)
             with self._guard:
@@ -243,11 +245,7 @@ class Builder:
         scratch = Path(tempfile.mkdtemp(prefix=f"{key[:12]}.", dir=self._mkdir(self.home.work)))
         work = scratch / "work"
         shutil.copytree(prepared / recipe.kbuild_dirs[job.kind], work, symlinks=True)
-        if os.getuid() == 0:  # the container runs as uid 1000: let it write the copy
-            for dirpath, _dirnames, filenames in os.walk(work):
-                os.chmod(dirpath, 0o777)
-                for name in filenames:
-                    os.chmod(os.path.join(dirpath, name), 0o666)
+        ownership.hand_over(work, *ownership.container_user())  # never through a link in the copy
         limits = self.config.limits
         readonly = [*tree.mounts(), (self._recipe_script(recipe), "/repogen/recipe.sh")]
         result = container.run(

@@ -7,8 +7,11 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
@@ -21,6 +24,27 @@ MACHINES = {"x86_64": "EM_X86_64", "aarch64": "EM_AARCH64", "s390x": "EM_S390", 
 
 class VerificationError(Exception):
     pass
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _only_verification_errors(check: Callable[_P, _R]) -> Callable[_P, _R]:
+    """A malformed artifact is a failed verification, whatever the ELF reader raises on it
+    (``ValueError``, ``MemoryError``, ``struct.error``, ...), never an escaping exception."""
+    @functools.wraps(check)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return check(*args, **kwargs)
+        except VerificationError:
+            raise
+        except Exception as exc:  # the artifact is hostile input: any failure to read it is its fault
+            detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+            name = Path(str(args[0] if args else kwargs.get("path", "artifact"))).name
+            raise VerificationError(f"{name} is not a valid ELF file: {type(exc).__name__}"
+                                    + (f": {detail}" if detail else "")) from None
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -41,8 +65,11 @@ def modinfo(elf: ELFFile) -> dict[str, str]:
     return out
 
 
+@_only_verification_errors
 def verify(path: Path, kind: Kind, *, name: str, kernel_release: str, architecture: str) -> Verified:
     """Raise :class:`VerificationError` saying what is wrong, or return what was read."""
+    if path.is_symlink():  # the build container made it: it may point at a host file
+        raise VerificationError(f"{path.name} is a symbolic link, not the built file")
     if not path.is_file():
         raise VerificationError(f"the build left no {path.name}")
     try:

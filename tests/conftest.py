@@ -28,6 +28,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 __all__ = ["driver_yaml", "kernels_yaml", "write_config"]  # re-exported for the tests
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Whatever needs the Docker engine (directly or through a fixture) is marked ``docker``, so
+    ``pytest -m "not docker"`` runs no Docker at all."""
+    for item in items:
+        if {"docker_client", "builder_image"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.docker)
+
+
 @dataclass
 class Mirror:
     base_url: str

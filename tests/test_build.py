@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from elftools.elf.elffile import ELFFile
 
 from repogen.verify import modinfo
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = pytest.mark.timeout(900)  # tests needing Docker are marked by their fixtures (conftest.py)
 
 
 def _artifacts(home: Path) -> list[Path]:
@@ -51,6 +52,12 @@ def test_builds_both_recipes_both_kinds_and_second_run_builds_nothing(
                 # vermagic carries the headers' own release (6.1.0-N-amd64), not the config label.
                 assert info["vermagic"].startswith("6.1.0-")
                 assert result["kernelrelease"] not in info["vermagic"]
+
+    # The prepared cache (written by the prepare container as its own user) is sealed: ours, read-only.
+    prepared = [p for p in (tmp_path / "home" / "cache" / "prepared").rglob("*") if not p.is_symlink()]
+    assert prepared
+    loose = [p for p in prepared if p.lstat().st_mode & 0o222 or p.lstat().st_uid != os.getuid()]
+    assert loose == [], loose[:5]
 
     second = repogen("build")
     assert second.code == 0
@@ -152,17 +159,33 @@ def test_only_and_shard_select_jobs(tmp_path: Path, mirror) -> None:
     assert bad.code != 0 and "--shard" in bad.err
 
 
-def test_artifact_checksums_in_store_match(tmp_path: Path, mirror, builder_image: str) -> None:
-    config = write_config(tmp_path, [driver_yaml("hello_repogen", "0.1.0", HELLO_KBUILD, "kbuild", "[kmod]")],
+def test_artifact_checksums_in_store_match_and_links_in_a_source_never_change_host_files(
+        tmp_path: Path, mirror, builder_image: str) -> None:
+    # A `path:` source holding links to a private host file and directory: handing the work copy to
+    # the container's user must not chmod/chown through them (it once made a 0600 file 0666).
+    host = tmp_path / "host"
+    host.mkdir(mode=0o700)
+    secret = host / "secret"
+    secret.write_text("secret\n")
+    secret.chmod(0o600)
+    before = [(p.stat().st_mode, p.stat().st_uid, p.stat().st_gid) for p in (host, secret)]
+    source = tmp_path / "hello"
+    shutil.copytree(HELLO_KBUILD, source)
+    (source / "secret-link").symlink_to(secret)
+    (source / "host-link").symlink_to(host)
+    config = write_config(tmp_path, [driver_yaml("hello_repogen", "0.1.0", source, "kbuild", "[kmod]")],
                           mirror.kernels[:1])
     repogen = Repogen(tmp_path / "home", config)
     result = repogen("build", "--json")
-    assert result.code == 0
-    for path in _artifacts(tmp_path / "home"):
+    assert result.code == 0, result.err + result.out
+    assert [(p.stat().st_mode, p.stat().st_uid, p.stat().st_gid) for p in (host, secret)] == before
+    artifacts = _artifacts(tmp_path / "home")
+    for path in artifacts:
         assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name
-    log = Path(result.json["results"][0]["log"]).read_text()
+    [built] = result.json["results"]
+    assert [p.name for p in artifacts] == [built["sha256"]]  # the report names the stored object
+    log = Path(built["log"]).read_text()
     assert "network none" in log and "verified hello_repogen.ko" in log
-    assert json.dumps(result.json)
 
 
 def test_build_container_is_hermetic(tmp_path: Path, mirror, builder_image: str) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,8 +30,13 @@ def test_every_command_has_help(command: list[str]) -> None:
 
 
 def test_console_script_is_installed() -> None:
-    proc = subprocess.run([sys.executable, "-m", "repogen", "--version"], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0 and "version" in proc.stdout
+    """The ``repogen`` command pip installed next to this interpreter (not ``python -m repogen``)."""
+    script = Path(sys.executable).parent / "repogen"
+    assert script.is_file() and os.access(script, os.X_OK), f"no console script at {script}"
+    proc = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0 and "version" in proc.stdout, proc.stderr
+    assert proc.stdout.strip().endswith(importlib.metadata.version("repogen"))
 
 
 def _kernel(release: str, builder: str | None = None) -> Kernel:
@@ -55,8 +62,9 @@ def test_validate_json_and_plan_json(tmp_path: Path, mirror) -> None:
     assert {j["state"] for j in plan.json["jobs"]} == {"missing"}
 
 
-def test_images_list_json(docker_client, builder_image: str) -> None:
-    result = Repogen(Path("/nonexistent"))("images", "list", "--json")
+def test_images_list_json(tmp_path: Path, docker_client, builder_image: str) -> None:
+    result = Repogen(tmp_path / "home")("images", "list", "--json")
+    assert result.code == 0, result.err
     rows = json.loads(result.out)
     gcc12 = next(r for r in rows if r["toolchain"] == "gcc12")
     assert gcc12["id"] == builder_image and gcc12["image"] == "repogen/builder:gcc12"

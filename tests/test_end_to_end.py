@@ -21,7 +21,7 @@ from tests.pkgfactory import make_deb, make_rpm
 from tests.test_repos_apt import Apt
 from tests.test_repos_rpm import download as dnf_download
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.docker]
 
 
 def _free_port() -> int:

@@ -50,7 +50,7 @@ class FaultyServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:  # http.server's name
                 with lock:
                     server.requests += 1
                     step = server.script.pop(0) if server.script else "ok"
