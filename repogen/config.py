@@ -8,11 +8,12 @@ read, so a no-op ``repogen plan`` over a matrix of thousands of kernels does not
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import glob
 import hashlib
+import json
 import os
-import pickle
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -610,22 +611,62 @@ def _digest_files(paths: list[str]) -> str | None:
     return h.hexdigest()
 
 
+# What the cache stores is the validated Config as JSON (a data format: loading it runs no code),
+# decoded by this table of nested records; the model's field names are part of the cache key.
+_NESTED: dict[type, dict[str, Any]] = {
+    Config: {"drivers": Driver, "kernels": Kernel, "limits": BuildLimits, "packages": PackagesConfig,
+             "signing": SigningConfig},
+    Driver: {"source": Source, "kinds": Kind},
+    Kernel: {"headers": Header, "image": Header},
+}
+_CACHE_SCHEMA = hashlib.sha256(repr([(cls.__name__, [f.name for f in dataclasses.fields(cls)])
+                                     for cls in (Config, Driver, Source, Kernel, Header, BuildLimits,
+                                                 PackagesConfig, SigningConfig)]).encode()).hexdigest()
+
+
+def _decode(cls: Any, data: dict[str, Any]) -> Any:
+    nested = _NESTED.get(cls, {})
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        inner = nested.get(key)
+        if isinstance(value, list):
+            value = _tuples(value) if inner is None else tuple(inner(v) if inner is Kind else _decode(inner, v)
+                                                                for v in value)
+        elif isinstance(value, dict) and inner is not None:
+            value = _decode(inner, value)
+        values[key] = value
+    return cls(**values)
+
+
+def _tuples(value: list[Any]) -> tuple[Any, ...]:
+    return tuple(_tuples(v) if isinstance(v, list) else v for v in value)
+
+
+def _source_paths(config: Config) -> list[str]:
+    """Paths the validation checked exist: they may be gone when the YAML files are not."""
+    return [d.source.path for d in config.drivers if d.source.path]
+
+
 def load(path: Path, cache_dir: Path | None = None) -> Config:
-    """Load the matrix, from the validated cache when no file it was read from has changed."""
+    """Load the matrix, from the validated cache when no file it was read from has changed and every
+    ``source.path`` it names still exists (else parse again: errors then name file and line)."""
     path = Path(path)
     if cache_dir is None:
         return parse(path)
     absolute = Path(os.path.abspath(path))
-    index_file = cache_dir / (hashlib.sha256(str(absolute).encode()).hexdigest()[:32] + ".pickle")
+    index_file = cache_dir / (hashlib.sha256(str(absolute).encode()).hexdigest()[:32] + ".json")
     try:
-        with index_file.open("rb") as fh:
-            cached_files, cached_digest, cached_config = pickle.load(fh)
+        cached = json.loads(index_file.read_bytes())
         # Re-expand the include globs so a file added to kernels.d/ is noticed; a changed main
         # file (and so changed globs) shows in the digest.
-        if (cached_files == _expand(absolute, cached_config.includes) and _digest_files(cached_files) == cached_digest
-                and all(mirrors_mod.default(name) == url for name, url in cached_config.mirror_defaults)):
-            return cached_config
-    except (OSError, pickle.PickleError, EOFError, ValueError, TypeError, AttributeError):
+        if (cached["schema"] == _CACHE_SCHEMA
+                and cached["files"] == _expand(absolute, tuple(cached["config"]["includes"]))
+                and _digest_files(cached["files"]) == cached["digest"]
+                and all(os.path.exists(p) for p in cached["paths"])):
+            config: Config = _decode(Config, cached["config"])
+            if all(mirrors_mod.default(name) == url for name, url in config.mirror_defaults):
+                return config
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
         pass
     config = parse(path)
     files = [os.path.abspath(f) for f in config.files]
@@ -634,8 +675,9 @@ def load(path: Path, cache_dir: Path | None = None) -> Config:
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
             tmp = index_file.with_suffix(f".tmp{os.getpid()}")
-            with tmp.open("wb") as fh:
-                pickle.dump((files, digest, config), fh, protocol=pickle.HIGHEST_PROTOCOL)
+            tmp.write_text(json.dumps({"schema": _CACHE_SCHEMA, "files": files, "digest": digest,
+                                       "paths": _source_paths(config), "config": dataclasses.asdict(config)},
+                                      separators=(",", ":")))
             tmp.replace(index_file)
         except OSError:
             pass

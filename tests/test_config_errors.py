@@ -6,6 +6,7 @@ No Docker and no network: these run the real CLI as a subprocess on small files 
 from __future__ import annotations
 
 import re
+import shutil
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -467,7 +468,7 @@ def test_config_cache_is_invalidated_when_an_included_file_changes(tmp_path: Pat
     repogen = Repogen(tmp_path / "home", config)
     (tmp_path / "home").mkdir()  # plan is read-only: it never creates the home, but caches in one
     assert _plan_total(repogen) == 1
-    assert list((tmp_path / "home" / "cache" / "config").glob("*.pickle")), "no cache written"
+    assert list((tmp_path / "home" / "cache" / "config").glob("*.json")), "no cache written"
     assert _plan_total(repogen) == 1  # served from the cache
     # Same size, same mtime second: only the content tells.
     included.write_text("kernels:\n" + kernel("6.1.0-1-amd64") + kernel("6.1.0-2-amd64"))
@@ -508,6 +509,41 @@ def test_corrupt_config_cache_is_ignored(tmp_path: Path) -> None:
     config.write_text(BASE)
     repogen = Repogen(tmp_path / "home", config)
     assert _plan_total(repogen) == 1
-    for cached in (tmp_path / "home" / "cache" / "config").glob("*.pickle"):
-        cached.write_bytes(b"\x80\x05not a pickle")
-    assert _plan_total(repogen) == 1
+    caches = list((tmp_path / "home" / "cache" / "config").glob("*.json"))
+    assert caches
+    for junk in (b"\x80\x05not json", b'{"schema": 1}', b"[]", b'{"schema": null, "config": {}}'):
+        for cached in caches:
+            cached.write_bytes(junk)
+        assert _plan_total(repogen) == 1
+
+
+def test_config_cache_round_trips_the_validated_config(tmp_path: Path) -> None:
+    from repogen import config as config_mod
+
+    example = tmp_path / "kernels.yaml"
+    example.write_text(patch(BASE, LINE["kinds"], "kinds: [kmod, ebpf]") + "include: [kernels.d/*.yaml]\n"
+                       "build: {timeout: 10m, pids: 100}\npackages: {suite: s, keep-versions: 2, deb: [x/*.deb]}\n")
+    (tmp_path / "kernels.d").mkdir()
+    (tmp_path / "kernels.d" / "a.yaml").write_text("kernels:\n" + kernel("6.1.0-2-amd64"))
+    parsed = config_mod.parse(example)
+    assert len(parsed.kernels) == 2 and parsed.packages.deb and parsed.drivers[0].kinds[1].value == "ebpf"
+    assert config_mod.load(example, tmp_path / "cache") == parsed  # parsed, cache written
+    [cache] = (tmp_path / "cache").glob("*.json")
+    assert b"pickle" not in cache.read_bytes() and cache.read_bytes().startswith(b"{")
+    assert config_mod.load(example, tmp_path / "cache") == parsed  # decoded from the cache
+
+
+def test_a_deleted_source_path_is_reported_not_served_from_the_cache(tmp_path: Path) -> None:
+    source = tmp_path / "hello"
+    shutil.copytree(HELLO_KBUILD, source)
+    config = tmp_path / "kernels.yaml"
+    config.write_text(BASE.replace(str(HELLO_KBUILD), str(source)))
+    repogen = Repogen(tmp_path / "home", config)
+    assert _plan_total(repogen) == 1  # cached, with the path
+    shutil.rmtree(source)
+    for command in ("plan", "validate"):
+        result = repogen(command, timeout=60)
+        assert result.code == 2, (command, result.err)
+        assert f"{config}:{LINE['source']}: drivers[0].source.path: no such file or directory: {source}" \
+            in result.err, result.err
+        assert "Traceback" not in result.err
