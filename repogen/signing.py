@@ -79,7 +79,7 @@ class Signer:
         self._private_home = home
         self._finalizer = weakref.finalize(self, _kill_agent, home)
         self._homedir = home
-        result = self._gpg(["--import", str(key_file)], check=False)
+        result = self._gpg(["--import", "--", str(key_file)], check=False)
         if result.returncode != 0:
             self.close()
             raise PublishError(
@@ -92,7 +92,7 @@ class Signer:
         where = f"key file {key_file}" if key_file else f"keyring {self._homedir or '~/.gnupg'}"
         args = ["--with-colons", "--list-secret-keys"]
         if key is not None:
-            args.append(key)
+            args += ["--", key]  # a key id from the config is never read as an option
         result = self._gpg(args, check=False)
         fingerprints: list[str] = []
         expect_fpr = False
@@ -126,7 +126,7 @@ class Signer:
         read_fd = write_fd = -1
         if sign:
             command += ["--pinentry-mode", "loopback", "--digest-algo", "SHA256",
-                        "--local-user", self._fingerprint]
+                        f"--local-user={self._fingerprint}"]
             if self._passphrase is not None:
                 read_fd, write_fd = os.pipe()
                 command += ["--passphrase-fd", str(read_fd)]
@@ -169,7 +169,7 @@ class Signer:
         args = ["--export-options", "export-minimal", "--export"]
         if armor:
             args.insert(0, "--armor")
-        key = self._gpg([*args, self._fingerprint]).stdout
+        key = self._gpg([*args, "--", self._fingerprint]).stdout
         if not key:
             raise PublishError(f"gpg exported no public key for {self._fingerprint}")
         return key

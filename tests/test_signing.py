@@ -116,3 +116,16 @@ def test_unknown_key_in_key_file_and_missing_file(keyring: tuple[Path, str], tmp
 def test_missing_passphrase_variable(keyring: tuple[Path, str]) -> None:
     with pytest.raises(PublishError, match=r"\$REPOGEN_NO_SUCH_VARIABLE is not set"):
         Signer(keyring[1], homedir=keyring[0], passphrase_env="REPOGEN_NO_SUCH_VARIABLE")
+
+
+def test_a_key_id_is_never_read_as_a_gpg_option(keyring: tuple[Path, str], tmp_path: Path) -> None:
+    """``signing: {key: --output=FILE}`` is a key nobody has, not an option writing FILE."""
+    written = tmp_path / "written-by-gpg"
+    for key in (f"--output={written}", "--version"):
+        with pytest.raises(PublishError, match="not found"):
+            Signer(key, homedir=keyring[0])
+    assert not written.exists()
+    key_file = tmp_path / "--import-me.asc"  # a key file whose name looks like an option
+    key_file.write_bytes(Signer(keyring[1], homedir=keyring[0]).public_key())
+    with pytest.raises(PublishError, match="no secret key|not found"):
+        Signer(key_file=key_file, cache_dir=tmp_path / "c")
