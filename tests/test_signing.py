@@ -127,5 +127,5 @@ def test_a_key_id_is_never_read_as_a_gpg_option(keyring: tuple[Path, str], tmp_p
     assert not written.exists()
     key_file = tmp_path / "--import-me.asc"  # a key file whose name looks like an option
     key_file.write_bytes(Signer(keyring[1], homedir=keyring[0]).public_key())
-    with pytest.raises(PublishError, match="no secret key|not found"):
+    with pytest.raises(PublishError, match=r"no secret key|not found"):
         Signer(key_file=key_file, cache_dir=tmp_path / "c")
