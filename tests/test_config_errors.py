@@ -508,6 +508,7 @@ def test_corrupt_config_cache_is_ignored(tmp_path: Path) -> None:
     config = tmp_path / "kernels.yaml"
     config.write_text(BASE)
     repogen = Repogen(tmp_path / "home", config)
+    (tmp_path / "home").mkdir()  # plan caches only in a home that exists
     assert _plan_total(repogen) == 1
     caches = list((tmp_path / "home" / "cache" / "config").glob("*.json"))
     assert caches
@@ -539,7 +540,9 @@ def test_a_deleted_source_path_is_reported_not_served_from_the_cache(tmp_path: P
     config = tmp_path / "kernels.yaml"
     config.write_text(BASE.replace(str(HELLO_KBUILD), str(source)))
     repogen = Repogen(tmp_path / "home", config)
+    (tmp_path / "home").mkdir()
     assert _plan_total(repogen) == 1  # cached, with the path
+    assert list((tmp_path / "home" / "cache" / "config").glob("*.json"))
     shutil.rmtree(source)
     for command in ("plan", "validate"):
         result = repogen(command, timeout=60)
