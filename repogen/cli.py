@@ -246,20 +246,23 @@ def plan(ctx: Ctx, only: tuple[str, ...], shard: str | None, as_json: bool, show
         _, ids = _image_ids(ctx, required=False)
     planned = make_plan(ctx.home, jobs, ids or {})
     counts = Counter(p.state for p in planned)
+    boots = _boot_summaries(ctx, jobs)
     if as_json:
         rows = [{**p.job.fields, "state": p.state, "toolchain": p.toolchain, "build_key": p.key,
-                 "reason": p.reason, "error": p.error} for p in planned if show_all or p.state != "built"]
+                 "reason": p.reason, "error": p.error, "boot": _boot_field(boots, p.job.job_id)}
+                for p in planned if show_all or p.state != "built"]
         emit_json({"counts": dict(counts), "total": len(planned), "jobs": rows})
         return
     todo = [p for p in planned if show_all or p.state != "built"]
     if todo:
-        table = Table("state", "driver", "version", "kind", "kernel", "toolchain", "detail", box=None)
+        table = Table("state", "driver", "version", "kind", "kernel", "toolchain", "boot", "detail", box=None)
         for p in todo[:200]:
             detail = Text(_first_line(p.error), style="red") if p.state == "failed" and p.error else Text("")
             if why and p.reason and not (p.state == "failed" and p.error):
                 detail = Text(p.reason)
+            boot = boots.get(p.job.job_id)
             table.add_row(*cells(p.state, p.job.driver.name, p.job.driver.version, p.job.kind.value,
-                                 p.job.kernel.label, p.toolchain, detail))
+                                 p.job.kernel.label, p.toolchain, boot.status.value if boot else "-", detail))
         out.print(table)
         if len(todo) > 200:
             out.print(f"... and {len(todo) - 200} more (use --json for all)")
@@ -292,9 +295,12 @@ def plan(ctx: Ctx, only: tuple[str, ...], shard: str | None, as_json: bool, show
 @click.option("--keep-work", is_flag=True, help="Keep each build's work directory (debugging).")
 @click.option("--logs", "show_logs", is_flag=True, help="Show each build's log path in the summary table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+@click.option("--boot", is_flag=True, help="Then boot-check what was built (see `repogen verify --boot`).")
+@click.option("--boot-timeout", type=click.FloatRange(0.1), default=120.0, show_default=True,
+              help="Seconds per boot before the VM is killed.")
 @pass_ctx
 def build(ctx: Ctx, only: tuple[str, ...], shard: str | None, jobs: int, rebuild: tuple[str, ...],
-          keep_work: bool, show_logs: bool, as_json: bool) -> None:
+          keep_work: bool, show_logs: bool, as_json: bool, boot: bool, boot_timeout: float) -> None:
     """Build every missing (driver, kernel, kind) in its own hermetic container and verify it; say why
     each one is (re)built."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -341,6 +347,7 @@ def build(ctx: Ctx, only: tuple[str, ...], shard: str | None, jobs: int, rebuild
     with progress:
         task = progress.add_task("", total=todo)
         results = builder.run(planned, jobs=jobs, rebuild=rebuild_selectors, on_done=done)
+    boots = _boot_built(ctx, results, jobs, boot_timeout) if boot else {}
     counts = Counter(r.status for r in results)
     c = builder.counters
     if as_json:
@@ -349,7 +356,8 @@ def build(ctx: Ctx, only: tuple[str, ...], shard: str | None, jobs: int, rebuild
             "counters": {"header_downloads": c.header_downloads, "source_fetches": c.source_fetches,
                          "prepares": c.prepares, "kernels_unpacked": c.kernels_unpacked, "containers": c.containers},
             "results": [{**r.job.fields, "status": r.status, "seconds": round(r.seconds, 2), "build_key": r.key,
-                         "sha256": r.artifact_sha256, "reason": r.reason, "error": r.error, "log": r.log}
+                         "sha256": r.artifact_sha256, "reason": r.reason, "error": r.error, "log": r.log,
+                         **({"boot": _boot_field(boots, r.job.job_id)} if boot else {})}
                         for r in results]})
     else:
         columns = ["status", "driver", "version", "kind", "kernel", "seconds", "why / error"]
@@ -467,6 +475,94 @@ def crawl(ctx: Ctx, targets: tuple[str, ...], mirror_overrides: tuple[str, ...],
         sys.exit(1)
 
 
+def _boot_summaries(ctx: Ctx, jobs: list[Any]) -> dict[str, Any]:
+    from repogen.boot import summaries
+
+    return summaries(ctx.home, jobs)
+
+
+def _boot_field(boots: dict[str, Any], job_id: str) -> dict[str, object] | None:
+    result = boots.get(job_id)
+    return result.summary() if result is not None else None
+
+
+def _boot_run(ctx: Ctx, jobs: list[Any], parallel: int, timeout: float, recheck: bool,
+              quiet: bool = False) -> list[tuple[Any, Any]]:
+    """Boot-check the artifacts of ``jobs`` in parallel, with progress on stderr."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from repogen.boot import BootChecker, targets
+
+    todo = targets(ctx.home, jobs)
+    if not todo:
+        return []
+    checker = BootChecker(ctx.home, timeout=timeout, recheck=recheck)
+    progress = Progress(TextColumn("[bold]boot check"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.description}"), console=err, transient=False, disable=quiet)
+
+    def done(target: Any, result: Any) -> None:
+        progress.advance(task)
+        progress.update(task, description=f"{target.job.label}: {result.status.value}")
+        colour = "green" if result.status.passed else "yellow" if result.status.value == "not checked" else "red"
+        progress.console.print(styled((result.status.value, colour), f" {target.job.label}: {result.describe()}"))
+
+    with progress:
+        task = progress.add_task("", total=len(todo))
+        return checker.run(todo, jobs=parallel, on_done=done)
+
+
+def _boot_built(ctx: Ctx, results: list[Any], parallel: int, timeout: float) -> dict[str, Any]:
+    """`build --boot`: check what this run built; a module that fails is a failed build."""
+    checked = _boot_run(ctx, [r.job for r in results if r.status == "built"], parallel, timeout, recheck=False)
+    boots = {target.job.job_id: result for target, result in checked}
+    for r in results:
+        result = boots.get(r.job.job_id)
+        if result is not None and result.status.fails_build:
+            r.status = "failed"
+            r.error = f"boot check: {result.describe()}"
+    return boots
+
+
+@cli.command()
+@click.argument("selectors", nargs=-1, metavar="[SELECTOR...]")
+@click.option("--boot", is_flag=True,
+              help="Boot each module's own kernel (its image:) under QEMU and insmod the module; eBPF probes get "
+                   "an ELF-level check.")
+@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=os.cpu_count() or 1, show_default=True,
+              help="Checks in parallel.")
+@click.option("--timeout", type=click.FloatRange(0.1), default=120.0, show_default=True,
+              help="Seconds per boot before the VM is killed.")
+@click.option("--recheck", is_flag=True, help="Boot again even where a result is recorded.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+@pass_ctx
+def verify(ctx: Ctx, selectors: tuple[str, ...], boot: bool, jobs: int, timeout: float, recheck: bool,
+           as_json: bool) -> None:
+    """Check built artifacts matching SELECTORs (FIELD=GLOB[,...], as --only; default: all).
+
+    A module that fails the boot check (refused, timed out, QEMU failed) becomes a failed build:
+    `plan` shows the reason, and publish leaves it out. Exit 1 when any check failed.
+    """
+    if not boot:
+        raise click.UsageError("say what to check: --boot (the only check here; builds verify ELF and vermagic)")
+    config = ctx.config()
+    selected = _select(config, selectors, None)
+    checked = _boot_run(ctx, selected, jobs, timeout, recheck, quiet=as_json)
+    bad = [r for _, r in checked if not r.status.passed and r.status.value != "not checked"]
+    if as_json:
+        emit_json({"checked": len(checked), "failed": len(bad), "results": [
+            {**t.job.fields, "sha256": t.artifact_sha256, **r.summary(), "cached": r.cached, "console": r.console}
+            for t, r in checked]})
+    elif not checked:
+        out.print("nothing to check: no built artifact matches")
+    else:
+        counts = Counter(r.status.value for _, r in checked)
+        seconds = [r.seconds for _, r in checked if r.console and not r.cached]
+        out.print(", ".join(f"{n} {s}" for s, n in counts.items())
+                  + (f" (boots: {len(seconds)}, {sum(seconds) / len(seconds):.1f}s each)" if seconds else ""))
+    if bad:
+        sys.exit(1)
+
+
 def _crawl_progress(status: Any, name: str, message: str) -> None:
     status.update(f"crawling {name}: {message}")
 
@@ -508,7 +604,7 @@ def _packages(patterns: list[str], option: str, from_config: int) -> list[Path]:
 
 def _run_publish(ctx: Ctx, site: Path, debs: tuple[str, ...], rpms: tuple[str, ...], sign_key: str | None,
                  sign_key_file: Path | None, base_url: str | None, as_json: bool,
-                 remove: tuple[tuple[str, str | None], ...] = ()) -> Any:
+                 remove: tuple[tuple[str, str | None], ...] = (), require_boot: bool = False) -> Any:
     """One publish: what `publish` does, and `packages remove` with the packages to leave out."""
     from repogen.publish import live_tree
     from repogen.publish import publish as do_publish
@@ -536,13 +632,14 @@ def _run_publish(ctx: Ctx, site: Path, debs: tuple[str, ...], rpms: tuple[str, .
                          "unsigned (apt needs [trusted=yes], dnf gpgcheck=0 to accept them)"))
     with err.status("publishing"):
         report = do_publish(ctx.home, config, site, signer=signer, debs=deb_files, rpms=rpm_files,
-                            repo_options=options)
+                            repo_options=options, require_boot=require_boot)
     failed_jobs = ctx.home.store.failed_jobs()
     failed = [j for j in report.missing if j in failed_jobs]
     result: dict[str, Any] = {
         "site": str(site), "generation": str(report.generation), "artifacts": report.artifacts,
         "missing": len(report.missing) - len(failed), "failed": len(failed), "signed": report.signed,
-        "debs": len(deb_files), "rpms": len(rpm_files)}
+        "debs": len(deb_files), "rpms": len(rpm_files),
+        "skipped": [{"job": job_id, "reason": reason} for job_id, reason in report.skipped]}
     if report.repos is not None:
         for name in ("deb", "rpm"):
             stats = getattr(report.repos, name)
@@ -560,6 +657,8 @@ def _run_publish(ctx: Ctx, site: Path, debs: tuple[str, ...], rpms: tuple[str, .
                   + (f" ({', '.join(missing)})" if missing else "")
                   + (f", {len(deb_files)} .deb, {len(rpm_files)} .rpm" if deb_files or rpm_files else "")
                   + (", signed" if report.signed else ", unsigned"))
+        for job_id, reason in report.skipped:
+            err.print(styled(("skipped", "yellow"), f" {job_id}: {reason}"))
         if report.repos is not None:
             out.print(report.repos.summary())
     return report
@@ -588,11 +687,13 @@ def signing_options(fn: Any) -> Any:
 @click.option("--rpm", "rpms", multiple=True, metavar="GLOB", help="Extra .rpm files or directories.")
 @signing_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--require-boot", is_flag=True,
+              help="Publish only modules that loaded in their kernel (probes: passed their check).")
 @pass_ctx
 def publish(ctx: Ctx, site: Path, debs: tuple[str, ...], rpms: tuple[str, ...], sign_key: str | None,
-            sign_key_file: Path | None, base_url: str | None, as_json: bool) -> None:
+            sign_key_file: Path | None, base_url: str | None, as_json: bool, require_boot: bool) -> None:
     """Write the static tree (drivers, index.json, SHA256SUMS, APT and RPM repositories), atomically."""
-    _run_publish(ctx, site, debs, rpms, sign_key, sign_key_file, base_url, as_json)
+    _run_publish(ctx, site, debs, rpms, sign_key, sign_key_file, base_url, as_json, require_boot=require_boot)
 
 
 def _signer(ctx: Ctx, config: Config, key: str | None, key_file: Path | None) -> Any:

@@ -39,6 +39,7 @@ class PublishReport:
     missing: list[str] = field(default_factory=list)
     signed: bool = False
     repos: Any = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (job id, reason): --require-boot
 
 
 def generations_dir(site: Path) -> Path:
@@ -102,6 +103,7 @@ def publish(
     rpms: list[Path] | None = None,
     repo_options: Any = None,
     now: dt.datetime | None = None,
+    require_boot: bool = False,
 ) -> PublishReport:
     site = site.absolute()
     now = now or dt.datetime.now(dt.UTC)
@@ -111,7 +113,7 @@ def publish(
     staging = Path(tempfile.mkdtemp(prefix=now.strftime("%Y%m%dT%H%M%SZ-"), suffix=".staging", dir=generations))
     try:
         report = _fill(home, config, staging, live, signer=signer, debs=debs or [], rpms=rpms or [],
-                       repo_options=repo_options, now=now, site=site)
+                       repo_options=repo_options, now=now, site=site, require_boot=require_boot)
         final = staging.with_suffix("")
         os.chmod(staging, 0o755)
         os.replace(staging, final)
@@ -131,9 +133,13 @@ def publish(
 
 
 def _fill(home: Home, config: Config, out: Path, live: Path | None, *, signer: Any, debs: list[Path],
-          rpms: list[Path], repo_options: Any, now: dt.datetime, site: Path) -> PublishReport:
+          rpms: list[Path], repo_options: Any, now: dt.datetime, site: Path,
+          require_boot: bool = False) -> PublishReport:
+    from repogen.boot import summaries
+
     good_keys = home.store.good_keys()
     jobs = expand(config)
+    boots = summaries(home, jobs)
     good = {j.job_id: good_keys[j.job_id] for j in jobs if good_keys.get(j.job_id)}
     records = home.store.builds([k for k in good.values() if k])
     report = PublishReport(site=site, generation=out, artifacts=0)
@@ -147,6 +153,10 @@ def _fill(home: Home, config: Config, out: Path, live: Path | None, *, signer: A
         if not obj.is_file() or obj.stat().st_size != record.size:
             report.missing.append(job.job_id)
             continue
+        boot = boots.get(job.job_id)
+        if require_boot and (boot is None or not boot.status.passed):
+            report.skipped.append((job.job_id, f"boot check: {boot.describe() if boot else 'not run'}"))
+            continue
         paths = [driver_path(job), v1_path(job, record.kernel_config_sha256)]
         for rel in paths:
             _place(obj, out / rel)
@@ -158,7 +168,7 @@ def _fill(home: Home, config: Config, out: Path, live: Path | None, *, signer: A
             "architecture": k.architecture, "vermagic": record.vermagic,
             "builder_image": record.image_id, "toolchain": record.toolchain,
             "built_at": dt.datetime.fromtimestamp(record.finished_at or 0, dt.UTC).isoformat(timespec="seconds"),
-            "build_key": record.build_key,
+            "build_key": record.build_key, "boot": boot.summary() if boot else None,
         })
     report.artifacts = len(entries)
     if debs or rpms:

@@ -17,9 +17,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from repogen.fetch import UrlIndex
+
+if TYPE_CHECKING:
+    from repogen.boot import BootResult
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS downloads (
@@ -37,6 +40,10 @@ CREATE TABLE IF NOT EXISTS images (
 CREATE TABLE IF NOT EXISTS sources (
     location TEXT NOT NULL, version TEXT NOT NULL, sha256 TEXT NOT NULL, fetched_at REAL NOT NULL,
     PRIMARY KEY (location, version));
+CREATE TABLE IF NOT EXISTS boots (
+    artifact_sha256 TEXT NOT NULL, image_sha256 TEXT NOT NULL, format INTEGER NOT NULL, status TEXT NOT NULL,
+    seconds REAL, kernel TEXT, reason TEXT, console TEXT, checked_at REAL NOT NULL,
+    PRIMARY KEY (artifact_sha256, image_sha256));
 """
 
 
@@ -168,6 +175,13 @@ class Store(UrlIndex):
                 " last_status=excluded.last_status, good_key=COALESCE(excluded.good_key, jobs.good_key)",
                 (record.job_id, record.build_key, record.status, good))
 
+    def fail_build(self, job_id: str, build_key: str, error: str) -> None:
+        """A build found bad after it was recorded (the boot check): failed, and no longer published."""
+        with self._db() as db:
+            db.execute("UPDATE builds SET status='failed', error=? WHERE build_key=?", (error, build_key))
+            db.execute("UPDATE jobs SET last_key=?, last_status='failed', good_key=NULL WHERE job_id=? AND "
+                       "(good_key=? OR last_key=?)", (build_key, job_id, build_key, build_key))
+
     def forget_build(self, build_key: str) -> None:
         """Make a build count as not done (``--rebuild``), keeping its history row."""
         with self._db() as db:
@@ -226,6 +240,26 @@ class Store(UrlIndex):
         with self._db() as db:
             db.executemany("DELETE FROM downloads WHERE sha256=?", [(d,) for d in digests])
 
+    # -- boot checks (repogen.boot): per (artifact sha256, kernel image sha256) ---------------------
+    def record_boot(self, artifact_sha256: str, image_sha256: str, fmt: int, result: BootResult) -> None:
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO boots VALUES (?,?,?,?,?,?,?,?,?)",
+                       (artifact_sha256, image_sha256, fmt, result.status.value, result.seconds, result.kernel,
+                        result.reason, result.console, time.time()))
+
+    def boot_result(self, artifact_sha256: str, image_sha256: str, fmt: int) -> BootResult | None:
+        row = self._connection().execute(
+            "SELECT status, seconds, kernel, reason, console FROM boots WHERE artifact_sha256=? AND "
+            "image_sha256=? AND format=?", (artifact_sha256, image_sha256, fmt)).fetchone()
+        return _boot_result(row) if row else None
+
+    def boot_results(self, fmt: int) -> dict[tuple[str, str], BootResult]:
+        """(artifact sha256, image sha256) -> the last result, for plan and publish (one query)."""
+        rows = self._connection().execute(
+            "SELECT artifact_sha256, image_sha256, status, seconds, kernel, reason, console FROM boots "
+            "WHERE format=?", (fmt,))
+        return {(r[0], r[1]): _boot_result(r[2:]) for r in rows}
+
     def builds(self, keys: list[str]) -> dict[str, BuildRecord]:
         out: dict[str, BuildRecord] = {}
         conn = self._connection()
@@ -235,6 +269,14 @@ class Store(UrlIndex):
             for row in rows:
                 out[row[0]] = BuildRecord(*row)
         return out
+
+
+# -- boot checks (repogen.boot) ---------------------------------------------------------------------
+def _boot_result(row: tuple[Any, ...]) -> BootResult:
+    from repogen.boot import BootResult, BootStatus
+
+    status, seconds, kernel, reason, console = row
+    return BootResult(BootStatus(status), seconds or 0.0, kernel, reason, console)
 
 
 def build_key(inputs: dict[str, Any]) -> str:

@@ -21,6 +21,8 @@ def kernels_yaml(kernels: list[dict[str, Any]]) -> str:
             lines.append(f"      - url: {h['url']}")
             if h.get("sha256"):
                 lines.append(f"        sha256: {h['sha256']}")
+        if k.get("image"):
+            lines.append(f"    image: {{url: {k['image']['url']}, sha256: {k['image']['sha256']}}}")
     return "\n".join(lines) + "\n"
 
 

@@ -25,6 +25,8 @@ class Recipe:
     kbuild_dirs: ClassVar[dict[Kind, str]]
     #: Whether ``prepare`` must run in a container (cmake); otherwise the source is used as is.
     needs_prepare: ClassVar[bool] = True
+    #: Whether the loaded module must create ``/dev/<name>*`` or ``/sys/class/<name>`` (the boot check).
+    boot_device: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)

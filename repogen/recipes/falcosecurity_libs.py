@@ -10,6 +10,7 @@ from repogen.recipes import Recipe
 
 class FalcosecurityLibs(Recipe):
     name = "falcosecurity-libs"
+    boot_device = True  # falco.ko makes /dev/falco<cpu>
     kbuild_dirs: ClassVar[dict[Kind, str]] = {Kind.kmod: "build/src", Kind.ebpf: "build/bpf/src"}
 
     @classmethod
