@@ -1,0 +1,193 @@
+"""The boot check, for real: Debian's own kernel image booted under QEMU, a module built by repogen
+loaded in it (or refused by it, with the kernel's reason), and what that changes in plan and publish."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import HELLO_KBUILD, ROOT, Mirror, Repogen, driver_yaml, write_config
+
+from repogen.boot import BootStatus, Cpio, check_probe, initramfs, verdict
+
+# -- the console verdict and the initramfs (no VM) ----------------------------------------------------
+
+REFUSED = """\
+[    0.000000] Linux version 6.1.0-56-amd64
+@@repogen uname 6.1.0-56-amd64
+@@repogen insmod
+[    3.1] hello_repogen: disagrees about version of symbol module_layout
+@@repogen insmod-failed insmod: can't insert '/hello_repogen.ko': invalid module format
+@@repogen dmesg [    3.100000] hello_repogen: disagrees about version of symbol module_layout
+@@repogen end
+"""
+
+
+def test_verdict_gives_the_kernels_reason_for_a_refused_module() -> None:
+    result = verdict(REFUSED, name="hello_repogen")
+    assert result.status is BootStatus.refused
+    assert result.kernel == "6.1.0-56-amd64"
+    assert result.reason == ("hello_repogen: disagrees about version of symbol module_layout "
+                             "(insmod: can't insert 'hello_repogen.ko': invalid module format)")
+
+
+def test_verdict_loaded_needs_the_device_where_the_recipe_says_so() -> None:
+    console = ("@@repogen uname 6.1.0-56-amd64\n@@repogen insmod\n@@repogen insmod-ok\n"
+               "@@repogen dmesg [    2.5] falco: driver loading, falco 9.1.0+driver\n@@repogen sysmodule\n")
+    assert verdict(console + "@@repogen device /dev/falco0\n@@repogen end\n", name="falco",
+                   expect_device=True).status is BootStatus.loaded
+    missing = verdict(console + "@@repogen end\n", name="falco", expect_device=True)
+    assert missing.status is BootStatus.refused and "no /dev/falco*" in (missing.reason or "")
+    assert verdict(console + "@@repogen end\n", name="falco").status is BootStatus.loaded
+
+
+def test_verdict_kernel_crash_on_insmod_is_refused_and_no_init_is_qemu_failed() -> None:
+    crashed = verdict("@@repogen insmod\n[ 3.0] BUG: kernel NULL pointer dereference, address: 0\n", name="m")
+    assert crashed.status is BootStatus.refused and "BUG: kernel NULL pointer" in (crashed.reason or "")
+    no_init = verdict("[ 1.0] Kernel panic - not syncing: VFS: Unable to mount root fs\n", name="m")
+    assert no_init.status is BootStatus.qemu_failed and "Kernel panic" in (no_init.reason or "")
+
+
+def test_initramfs_is_a_newc_archive_cpio_reads(tmp_path: Path) -> None:
+    data = initramfs(b"\x7fELF-not-really-busybox", b"module bytes", "hello_repogen")
+    listing = subprocess.run(["cpio", "-itv", "--quiet"], input=data, capture_output=True, check=True).stdout.decode()
+    names = [line.split()[-1] for line in listing.splitlines()]
+    assert names == ["bin", "dev", "proc", "sys", "tmp", "dev/console", "bin/busybox", "init", "hello_repogen.ko"]
+    assert listing.splitlines()[5].startswith("crw-------")  # /dev/console, made without mknod
+    subprocess.run(["cpio", "-id", "--quiet"], input=data, cwd=tmp_path, check=True)
+    assert (tmp_path / "hello_repogen.ko").read_bytes() == b"module bytes"
+    assert "insmod /hello_repogen.ko" in (tmp_path / "init").read_text()
+    assert os.access(tmp_path / "init", os.X_OK)
+    with pytest.raises(Exception, match="cannot be boot-checked"):
+        initramfs(b"", b"", "bad name; reboot")
+    assert Cpio().getvalue().startswith(b"070701")
+
+
+# -- real boots ---------------------------------------------------------------------------------------
+
+
+def _debian_kernels(mirror: Mirror, *args: str) -> list[dict[str, Any]]:
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "debian_headers.py"), "--dest",
+                           str(mirror.directory), "--base-url", mirror.base_url, "--json", *args],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    kernels: list[dict[str, Any]] = json.loads(proc.stdout)
+    return kernels
+
+
+@pytest.fixture(scope="session")
+def boot_kernels(mirror: Mirror) -> dict[str, dict[str, Any]]:
+    """The newest Debian 12 kernel apt knows, with its image; and the oldest ABI's headers (no image)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import debian_headers
+
+    abis = debian_headers.available("amd64", "6.1.0")
+    if len(abis) < 2:
+        pytest.skip("apt knows a single 6.1 ABI: no other ABI to build against")
+    newest = _debian_kernels(mirror, "--count", "1", "--image")[0]
+    oldest = _debian_kernels(mirror, "--count", "1", "--skip", str(len(abis) - 1))[0]
+    return {"newest": newest, "oldest": oldest}
+
+
+def _qemu_processes(marker: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"qemu-system" in cmdline and marker.encode() in cmdline:
+                found.append(int(proc.name))
+    return found
+
+
+def _kernel(entry: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    out = {k: v for k, v in entry.items() if k != "uname_r"}
+    out.update(changes)
+    return out
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_module_built_for_the_kernel_loads_in_it(tmp_path: Path, boot_kernels: dict[str, Any],
+                                                  builder_image: str) -> None:
+    newest = boot_kernels["newest"]
+    config = write_config(tmp_path, [driver_yaml("hello_repogen", "0.1.0", HELLO_KBUILD, "kbuild")],
+                          [_kernel(newest)])
+    repogen = Repogen(tmp_path / "home", config)
+    built = repogen("build", "-j", "2", "--boot", "--json")
+    assert built.code == 0, built.err + built.out
+    boots = {r["kind"]: r["boot"] for r in built.json["results"]}
+    assert boots["kmod"]["status"] == "loaded", boots
+    assert boots["kmod"]["kernel"] == newest["uname_r"]
+    assert 0 < boots["kmod"]["seconds"] < 120
+    print(f"boot check: {boots['kmod']['seconds']}s")
+    # The probe is checked at ELF level (kernel_version is the headers' LINUX_VERSION_CODE here).
+    assert boots["ebpf"]["status"] == "checked", boots
+
+    plan = repogen("plan", "--json", "--all")
+    assert {r["kind"]: r["boot"]["status"] for r in plan.json["jobs"]} == {"kmod": "loaded", "ebpf": "checked"}
+    published = repogen("publish", "--site", str(tmp_path / "site"), "--require-boot", "--json")
+    assert published.code == 0, published.err
+    assert published.json["artifacts"] == 2 and published.json["skipped"] == []
+    index = json.loads((tmp_path / "site" / "index.json").read_text())
+    kmod = next(a for a in index["artifacts"] if a["kind"] == "kmod")
+    assert kmod["boot"]["status"] == "loaded" and kmod["boot"]["kernel"] == newest["uname_r"]
+
+    # A recorded result is reused; a wrong kernel_version makes the probe check fail (it can fail).
+    again = repogen("verify", "--boot", "--json")
+    assert again.code == 0, again.err
+    assert {(r["kind"], r["status"], r["cached"]) for r in again.json["results"]} >= {("kmod", "loaded", True)}
+    probe_sha = next(r["sha256"] for r in built.json["results"] if r["kind"] == "ebpf")
+    probe = tmp_path / "home" / "store" / "sha256" / probe_sha[:2] / probe_sha
+    wrong = check_probe(probe, kernel_release=None, version_code=0x060100)
+    assert wrong.status is BootStatus.refused and "LINUX_VERSION_CODE" in (wrong.reason or "")
+
+    # A boot that cannot finish in time is killed: "timed out", and no QEMU is left running.
+    timed = repogen("verify", "--boot", "--recheck", "--timeout", "1", "--json", "kind=kmod")
+    assert timed.code == 1, timed.err
+    assert [r["status"] for r in timed.json["results"]] == ["timed out"]
+    assert _qemu_processes(str(tmp_path / "home")) == []
+    plan = repogen("plan", "--json")
+    assert "boot check: timed out" in plan.json["jobs"][0]["error"]
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_module_built_for_another_abi_is_refused_and_not_published(
+        tmp_path: Path, boot_kernels: dict[str, Any], builder_image: str) -> None:
+    newest, oldest = boot_kernels["newest"], boot_kernels["oldest"]
+    # The headers of one ABI with the image of another: the mistake that once shipped modules failing
+    # with "disagrees about version of symbol module_layout". Kernel version 2: same headers, no image.
+    config = write_config(tmp_path, [driver_yaml("hello_repogen", "0.1.0", HELLO_KBUILD, "kbuild", "[kmod]")],
+                          [_kernel(oldest, image=newest["image"]), _kernel(oldest, kernelversion="2")])
+    repogen = Repogen(tmp_path / "home", config)
+    built = repogen("build", "-j", "2", "--boot", "--json")
+    assert built.code == 1, built.err + built.out
+    results = {r["kernelversion"]: r for r in built.json["results"]}
+    refused = results["1"]
+    assert refused["status"] == "failed"
+    assert refused["boot"]["status"] == "refused"
+    assert "disagrees about version of symbol" in refused["boot"]["reason"], refused
+    assert refused["boot"]["kernel"] == newest["uname_r"]
+    assert results["2"]["status"] == "built"
+    assert results["2"]["boot"] == {"status": "not checked", "reason": "no image"}
+    assert "# boot check: refused" in Path(refused["log"]).read_text()
+
+    plan = repogen("plan", "--json")
+    row = next(r for r in plan.json["jobs"] if r["kernelversion"] == "1")
+    assert row["state"] == "failed" and "disagrees about version of symbol" in row["error"]
+
+    published = repogen("publish", "--site", str(tmp_path / "site"), "--require-boot", "--json")
+    assert published.code == 0, published.err
+    assert published.json["artifacts"] == 0
+    assert [s["reason"] for s in published.json["skipped"]] == ["boot check: not checked: no image"]
+    assert published.json["missing"] == 1  # the refused one is a failed build, never published
