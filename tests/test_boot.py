@@ -190,4 +190,4 @@ def test_module_built_for_another_abi_is_refused_and_not_published(
     assert published.code == 0, published.err
     assert published.json["artifacts"] == 0
     assert [s["reason"] for s in published.json["skipped"]] == ["boot check: not checked: no image"]
-    assert published.json["missing"] == 1  # the refused one is a failed build, never published
+    assert published.json["failed"] == 1  # the refused one is a failed build, never published
