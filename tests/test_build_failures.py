@@ -355,6 +355,12 @@ def test_driver_that_does_not_compile_is_reported_in_plain_output(
     text = flat(result)
     assert "FAILED hello_repogen 0.2.0-broken kmod" in text and "exited with status" in text
     assert "1 built, 1 failed" in text
+    # The summary table stays narrow: the one log path shown is the failed build's (--logs shows all).
+    assert result.err.count(".log") == 1, result.err
+    # publish tells a failed job from one not built yet.
+    published = repogen("publish", "--site", str(tmp_path / "site"), timeout=300)
+    assert published.code == 0 and "1 failed (see `repogen plan`)" in published.out, published.out
+    assert "not built yet" not in published.out
 
 
 def test_compiler_that_hangs_is_timed_out(tmp_path: Path, home: Path, mirror: Any, docker_client: Any) -> None:

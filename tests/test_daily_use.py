@@ -332,3 +332,12 @@ def test_readme_lists_every_command_and_the_daily_use_answers() -> None:
                    "kill $(cat .demo/mirror.pid .demo/serve.pid)", "docker rmi", "1 GB", "pip install .",
                    "debootstrap", "rpm2cpio"):
         assert needle in readme, needle
+
+
+def test_images_list_without_docker_says_unknown_not_missing(tmp_path: Path) -> None:
+    result = run("images", "list", cwd=tmp_path, env={"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"})
+    assert result.code == 0, result.err
+    assert "unknown" in result.out and "not built" not in result.out, result.out
+    assert "Docker is not reachable" in result.err
+    listed = run("images", "list", "--json", cwd=tmp_path, env={"DOCKER_HOST": f"unix://{tmp_path}/none.sock"})
+    assert listed.code == 0 and all(not r["docker"] and r["id"] is None for r in listed.json)
