@@ -7,6 +7,7 @@ import functools
 import glob
 import json
 import os
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -736,6 +737,70 @@ def serve(site: Path, host: str, port: int) -> None:
         server.server_close()
 
 
+_STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)")
+_DEBOOTSTRAP_PHASES = {"Retrieving": "downloading packages", "Validating": "downloading packages",
+                       "Extracting": "extracting", "Installing": "installing", "Unpacking": "installing",
+                       "Configuring": "configuring", "Base": "base system installed"}
+
+
+def milestone(line: str) -> str | None:
+    """The step a long command's output line starts, if any: a Dockerfile step, a debootstrap phase,
+    repogen's own 'importing'/'building' announcements."""
+    if m := _STEP.match(line):
+        return f"step {m.group(1)}/{m.group(2)}: {_first_line(m.group(3), 70)}"
+    if line.startswith("I: "):
+        return _DEBOOTSTRAP_PHASES.get(line[3:].split(" ", 1)[0])
+    if line.startswith(("importing ", "building ", "debootstrap ")):
+        return line
+    return None
+
+
+class LineProgress:
+    """Progress of a long step (debootstrap, a builder image build) from its output lines.
+
+    On a terminal: a spinner with the elapsed time, the current milestone and the latest line. In a
+    log (CI, a pipe): one line per milestone, so minutes of apt output become a dozen lines. Pass the
+    object as the ``on_line`` callback."""
+
+    def __init__(self, title: str, console: Console | None = None) -> None:
+        self.title = title
+        self.console = console or err
+        self.started = 0.0
+        self.current: str | None = None
+        self.lines = 0
+        self._status: Any = None
+
+    def __enter__(self) -> LineProgress:
+        import time
+
+        self.started = time.monotonic()
+        if self.console.is_terminal:
+            self._status = self.console.status(self.title)
+            self._status.__enter__()
+        else:
+            self.console.print(f"{self.title} ...")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.__exit__(*exc)
+
+    def __call__(self, line: str) -> None:
+        import time
+
+        self.lines += 1
+        step = milestone(line)
+        changed = step is not None and step != self.current
+        if step is not None:
+            self.current = step
+        if self._status is not None:
+            elapsed = int(time.monotonic() - self.started)
+            self._status.update(f"{self.title} [{elapsed // 60}:{elapsed % 60:02d}] {self.current or ''}"
+                                f"  {_first_line(line, 60)}")
+        elif changed:
+            self.console.print(f"  {self.title}: {self.current}")
+
+
 @cli.group()
 def images() -> None:
     """Builder images: one per toolchain (gcc for modules, clang/llvm for probes)."""
@@ -795,8 +860,8 @@ def images_build(ctx: Ctx, toolchains: tuple[str, ...], build_all: bool, force: 
         if existing and not force:
             out.print(f"{chain.tag}: present ({existing[:19]})")
             continue
-        with err.status(f"building {chain.tag}"):
-            image = images_mod.build(client, chain, ctx.home.logs / "images" / f"{name}.log")
+        with LineProgress(f"building {chain.tag}") as progress:
+            image = images_mod.build(client, chain, ctx.home.logs / "images" / f"{name}.log", on_line=progress)
         out.print(f"{chain.tag}: built ({image[:19]})")
     ctx.home.store.record_images(images_mod.resolve_ids(client))
 
@@ -817,8 +882,9 @@ def images_bootstrap(ctx: Ctx, suite: str, mirror: str | None, force: bool) -> N
     if existing and not force:
         out.print(f"{tag}: present ({existing[:19]})")
         return
-    with err.status(f"debootstrap {suite}"):
-        image = images_mod.bootstrap(client, suite, mirror, ctx.home.logs / "images" / f"bootstrap-{suite}.log")
+    log = ctx.home.logs / "images" / f"bootstrap-{suite}.log"
+    with LineProgress(f"debootstrap {suite}") as progress:
+        image = images_mod.bootstrap(client, suite, mirror, log, on_line=progress)
     out.print(f"{tag}: imported ({image[:19]})")
 
 

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -24,6 +25,7 @@ import yaml
 
 from repogen.errors import RepogenError
 from repogen.model import Kernel
+from repogen.proc import OnLine, run_logged
 
 if TYPE_CHECKING:  # the Docker SDK is imported where it is used: `plan` and `validate` never load it
     import docker
@@ -119,7 +121,8 @@ def resolve_ids(client: docker.DockerClient) -> dict[str, str]:
     return out
 
 
-def build(client: docker.DockerClient, chain: Toolchain, log_path: Path) -> str:
+def build(client: docker.DockerClient, chain: Toolchain, log_path: Path,
+          on_line: Callable[[str], None] | None = None) -> str:
     """Build one builder image (host network, so apt reaches the mirror); returns its id."""
     import docker.errors
 
@@ -141,6 +144,8 @@ def build(client: docker.DockerClient, chain: Toolchain, log_path: Path) -> str:
                                           network_mode="host", labels=labels, decode=True):
                 if "stream" in chunk:
                     log.write(chunk["stream"])
+                    if on_line and chunk["stream"].strip():
+                        on_line(chunk["stream"].strip())
                 if "error" in chunk:
                     log.write(chunk["error"] + "\n")
                     raise RepogenError(f"building {chain.tag} failed: {chunk['error'].strip()}",
@@ -175,7 +180,8 @@ def host_debian_mirror() -> str | None:
     return candidates[0].rstrip("/") if candidates else None
 
 
-def bootstrap(client: docker.DockerClient, suite: str, mirror: str | None, log_path: Path) -> str:
+def bootstrap(client: docker.DockerClient, suite: str, mirror: str | None, log_path: Path,
+              on_line: OnLine | None = None) -> str:
     """debootstrap a minimal Debian ``suite`` and ``docker import`` it as the base image."""
     if os.geteuid() != 0:
         raise RepogenError("images bootstrap runs debootstrap, which needs root")
@@ -187,11 +193,11 @@ def bootstrap(client: docker.DockerClient, suite: str, mirror: str | None, log_p
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="repogen-bootstrap-") as tmp:
         rootfs = Path(tmp) / "rootfs"
-        with log_path.open("w", encoding="utf-8") as log:
-            proc = subprocess.run(["debootstrap", "--variant=minbase", suite, str(rootfs), mirror],
-                                  stdout=log, stderr=subprocess.STDOUT)
-        if proc.returncode:
-            raise RepogenError(f"debootstrap {suite} failed (exit {proc.returncode})", hint=f"log: {log_path}")
+        status = run_logged(["debootstrap", "--variant=minbase", suite, str(rootfs), mirror], log_path, on_line)
+        if status:
+            raise RepogenError(f"debootstrap {suite} failed (exit {status})", hint=f"log: {log_path}")
+        if on_line:
+            on_line(f"importing {BASE_REPOSITORY}:{suite} into Docker")
         (rootfs / "etc/apt/sources.list").write_text(f"deb {mirror} {suite} main\n")
         tar_path = Path(tmp) / "rootfs.tar"
         subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(tar_path), "."], check=True)

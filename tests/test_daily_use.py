@@ -341,3 +341,63 @@ def test_images_list_without_docker_says_unknown_not_missing(tmp_path: Path) -> 
     assert "Docker is not reachable" in result.err
     listed = run("images", "list", "--json", cwd=tmp_path, env={"DOCKER_HOST": f"unix://{tmp_path}/none.sock"})
     assert listed.code == 0 and all(not r["docker"] and r["id"] is None for r in listed.json)
+
+
+# -- progress of long steps (surprise 8) ------------------------------------------------------------
+
+DEBOOTSTRAP_LIKE = """#!/bin/sh
+# debootstrap's own output format (a few of its hundreds of lines), then a tiny root file system.
+set -e
+rootfs="$3"
+echo "I: Retrieving InRelease"
+echo "I: Checking Release signature"
+for p in libc6 dpkg apt; do echo "I: Retrieving $p 1.0"; echo "I: Validating $p 1.0"; done
+echo "I: Extracting libc6..."
+echo "I: Installing core packages..."
+echo "I: Unpacking required packages..."
+echo "I: Configuring libc6..."
+echo "I: Base system installed successfully."
+mkdir -p "$rootfs/etc/apt" "$rootfs/bin"
+echo hello > "$rootfs/hello"
+"""
+
+
+def test_bootstrap_shows_progress_milestones_and_keeps_the_full_log(tmp_path: Path, docker_client: Any) -> None:
+    """`images bootstrap` through the real CLI and a real `docker import`; debootstrap itself is replaced
+    by a script printing its output format (a real one takes minutes and the network)."""
+    import uuid
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "debootstrap").write_text(DEBOOTSTRAP_LIKE)
+    (bin_dir / "debootstrap").chmod(0o755)
+    suite = f"test-{uuid.uuid4().hex[:8]}"
+    config = matrix(tmp_path / "project", 1)
+    try:
+        result = run("-c", str(config), "images", "bootstrap", "--suite", suite, "--mirror", "http://127.0.0.1:9/debian",
+                     cwd=tmp_path, env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
+        assert result.code == 0, result.err
+        milestones = [line.strip() for line in result.err.splitlines() if line.startswith("  debootstrap")]
+        assert milestones == [f"debootstrap {suite}: {m}" for m in (
+            "downloading packages", "extracting", "installing", "configuring", "base system installed",
+            f"importing repogen/base:{suite} into Docker")], result.err
+        assert "I: Validating" not in result.err  # the detail is in the log, not on the screen
+        log = config.parent / ".repogen" / "logs" / "images" / f"bootstrap-{suite}.log"
+        assert log.read_text().count("I: Validating") == 3
+        image = docker_client.images.get(f"repogen/base:{suite}")
+        assert f"repogen/base:{suite}: imported ({image.id[:19]})" in result.out, result.out
+    finally:
+        import contextlib
+
+        import docker.errors
+
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            docker_client.images.remove(f"repogen/base:{suite}", force=True)
+
+
+def test_milestones_of_a_docker_build() -> None:
+    from repogen.cli import milestone
+
+    assert milestone("Step 3/7 : RUN apt-get install -y gcc-12") == "step 3/7: RUN apt-get install -y gcc-12"
+    assert milestone("Get:12 http://127.0.0.1/debian bookworm/main amd64 gcc-12 [19.0 MB]") is None
+    assert milestone("I: Retrieving libc6 2.36-9") == "downloading packages"
