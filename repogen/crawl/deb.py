@@ -2,14 +2,16 @@
 
 The index is checked against the Release file's SHA256 and size before it is read, so a truncated or
 garbage index fails loudly instead of yielding fewer kernels. Paragraphs are parsed with python-debian;
-only those of packages whose name starts with one of the wanted prefixes are parsed at all (a substring
-test on the decompressed text, so the 60,000 other paragraphs of a main index cost next to nothing).
+only those of packages whose name starts with one of the wanted prefixes are parsed at all (a regular
+expression scan of the decompressed bytes, so the 60,000 other paragraphs of a main index cost next to
+nothing).
 """
 
 from __future__ import annotations
 
 import hashlib
 import lzma
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -59,16 +61,21 @@ def read_release(ctx: CrawlContext, mirror: str, suite: str) -> Release:
     return Release(suite, date, files)
 
 
-def parse_packages(text: str, prefixes: tuple[str, ...], suite: str, mirror: str) -> list[DebPackage]:
-    """The packages of a decompressed ``Packages`` index whose names start with one of ``prefixes``."""
-    needles = tuple(f"Package: {p}" for p in prefixes)
-    wanted: list[str] = []
-    for chunk in text.split("\n\n"):
-        if any(n in chunk for n in needles):
-            wanted.append(chunk)
+def parse_packages(data: bytes, prefixes: tuple[str, ...], suite: str, mirror: str) -> list[DebPackage]:
+    """The packages of a decompressed ``Packages`` index whose names start with one of ``prefixes``.
+
+    The paragraphs holding a wanted ``Package:`` line are cut out of the bytes first (a regular
+    expression scan, whatever the field order), then parsed with python-debian.
+    """
+    needle = re.compile(b"(?m)^Package: (?:" + b"|".join(re.escape(p.encode()) for p in prefixes) + b")")
+    wanted: list[bytes] = []
+    for m in needle.finditer(data):
+        begin = data.rfind(b"\n\n", 0, m.start())
+        end = data.find(b"\n\n", m.end())
+        wanted.append(data[begin + 2 if begin >= 0 else 0:end if end >= 0 else len(data)])
+    text = b"\n\n".join(wanted).decode("utf-8")
     out: list[DebPackage] = []
-    for para in deb822.Packages.iter_paragraphs("\n\n".join(wanted).splitlines(keepends=True),
-                                                use_apt_pkg=False):
+    for para in deb822.Packages.iter_paragraphs(text.splitlines(keepends=True), use_apt_pkg=False):
         name = para.get("Package", "")
         if not name.startswith(prefixes):
             continue
@@ -94,10 +101,10 @@ def read_packages(ctx: CrawlContext, mirror: str, suite: str, arch: str, prefixe
         raise FetchError(f"{url}: does not match its Release entry (size {len(data)}, expected {size}): "
                          "a truncated or corrupt index, or a mirror in the middle of a sync", url=url)
     try:
-        text = lzma.decompress(data).decode("utf-8")
-    except (lzma.LZMAError, UnicodeDecodeError) as exc:
+        text = lzma.decompress(data)
+    except lzma.LZMAError as exc:
         raise FetchError(f"{url}: cannot decompress ({exc})", url=url) from None
     try:
         return parse_packages(text, prefixes, suite, mirror)
-    except ValueError as exc:
+    except ValueError as exc:  # UnicodeDecodeError included
         raise FetchError(f"{url}: {exc}", url=url) from None

@@ -84,6 +84,9 @@ def insert_entries(text: str, found: list[Found], where: str) -> str:
     if kernels is None:
         return text + ("" if text.endswith("\n") else "\n") + "kernels:\n" + render(found)
     key, value = kernels
+    if isinstance(value, yaml.SequenceNode) and value.flow_style and not value.value:  # kernels: []
+        text = text[:value.start_mark.index].rstrip(" ") + text[value.end_mark.index:]
+        return insert_entries(text, found, where)
     if isinstance(value, yaml.SequenceNode) and value.flow_style:
         raise RepogenError(f"{where}:{value.start_mark.line + 1}: kernels: write it as a block list "
                            "(one '- target: ...' per entry) so new entries can be appended")

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 FLAVOUR_SUFFIX = re.compile(r"-?(rt-|cloud-|)(amd64|arm64)")
 PACKAGE_VERSION = re.compile(r"\d+\.\d+\.\d+-\d+")
 #: ``linux-headers-<abi>-<flavour>`` for the flavours clients can name (not the ``linux-headers-amd64`` metas).
-HEADERS_PACKAGE = re.compile(r"linux-headers-(\d+\.\d+[^-]*(?:-\d+)?)-((?:rt-|cloud-)?(?:amd64|arm64))")
+HEADERS_PACKAGE = re.compile(r"linux-headers-(\d+\.\d+\.\d+[^-]*(?:-\d+)?)-((?:rt-|cloud-)?(?:amd64|arm64))")
 DEB_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 #: The build host's architecture: kbuild tools (fixdep, modpost) run there, also for arm64 kernels.
 BUILD_HOST_ARCH = "amd64"
@@ -113,10 +113,18 @@ class Debian(Distro, name="debian"):
             for arch in index_arches:
                 by_release[suite.split("-")[0]].extend(read_packages(
                     ctx, mirror, suite, arch, ("linux-headers-", "linux-kbuild-", "linux-image-"), release))
-        found: list[Found] = []
-        for packages in by_release.values():
-            found.extend(cls._pair(ctx, packages, set(wanted), fresh))
-        return found
+        # Falco's name drops the ABI: bookworm's 6.12.107+deb12 build and trixie's 6.12.107+deb13 build
+        # are both requested as 6.12.107-1-amd64. One file can serve only one of them: the newest
+        # release (the kernel's home) is kept, and the collision is reported.
+        kept: dict[tuple[str, str, str, str], Found] = {}
+        for packages in reversed(by_release.values()):
+            for f in cls._pair(ctx, packages, set(wanted), fresh):
+                if f.ident in kept:
+                    ctx.warn(f"{f.kernelrelease} ({f.architecture}): {f.note} is requested under the same name as "
+                             f"{kept[f.ident].note}; only the latter is kept (Falco's Debian name has no ABI)")
+                    continue
+                kept[f.ident] = f
+        return list(kept.values())
 
     @classmethod
     def _pair(cls, ctx: CrawlContext, packages: list[DebPackage], arches: set[str], fresh: set[str]) -> list[Found]:
@@ -168,7 +176,9 @@ class Debian(Distro, name="debian"):
 
 def _best(candidates: list[DebPackage], arch: str, version: str,
           constraint: tuple[str, str] | None) -> DebPackage | None:
-    """The kbuild package apt would pair: the headers' own version if there, else the newest satisfying."""
+    """The kbuild package to pair: the headers' own version if the archive still has it, else the closest
+    version satisfying the dependency (a suite keeps one version per package name, so after a point
+    release the older ABIs' exact kbuild is gone)."""
     from debian.debian_support import Version
 
     pool = [c for c in candidates if c.architecture == arch]
@@ -182,4 +192,4 @@ def _best(candidates: list[DebPackage], arch: str, version: str,
                   "=": lambda v: v == b}
         check = checks.get(op, lambda v: True)
         pool = [c for c in pool if check(Version(c.version))]
-    return max(pool, key=lambda c: Version(c.version), default=None)
+    return min(pool, key=lambda c: Version(c.version), default=None)
