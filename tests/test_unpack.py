@@ -187,3 +187,29 @@ def _tar(entries: list[Entry]) -> bytes:
     from hostile import tar_bytes
 
     return tar_bytes(entries, "")
+
+
+@pytest.mark.docker
+def test_build_reports_hostile_headers_cleanly_and_builds_nothing(tmp_path: Path, builder_image: str) -> None:
+    """Through the real CLI: one kernel per format, each with a link planted by one package and a file
+    written through it by the next; each job fails with one clean line, the sentinel is untouched."""
+    from conftest import HELLO_KBUILD, Repogen, driver_yaml, write_config
+
+    sentinel = Sentinel(tmp_path)
+    plant = [Entry("symlink", "usr/src/lnk", target=str(sentinel.dir))]
+    write = [Entry("file", "usr/src/lnk/sentinel", PWNED)]
+    kernels = []
+    for fmt, release in (("deb", "6.1.0-1-amd64"), ("rpm", "6.1.2-1.el9.x86_64"), ("tar.xz", "6.1.1")):
+        target, suffix, make = FORMATS[fmt]
+        urls = [make(tmp_path / f"{fmt}-{i}{suffix}", entries).as_uri() for i, entries in enumerate((plant, write))]
+        kernels.append({"target": target, "kernelrelease": release, "kernelversion": "1",
+                        "architecture": "x86_64", "headers": urls})
+    config = write_config(tmp_path / "cfg", [driver_yaml("hello_repogen", "0.1.0", HELLO_KBUILD, "kbuild", "[kmod]")],
+                          kernels)
+    result = Repogen(tmp_path / "home", config)("build", "--json", timeout=300)
+    sentinel.assert_untouched()
+    assert result.code == 1, result.err + result.out
+    assert "Traceback" not in result.err + result.out
+    errors = sorted(r["error"] for r in result.json["results"])
+    assert len(errors) == 3 and all("unsafe archive refused: member " in e and "usr/src/lnk/sentinel': its parent "
+                                    "'usr/src/lnk' is a symbolic link" in e for e in errors), errors
