@@ -1,4 +1,4 @@
-"""The ``repogen`` command line: validate, plan, build, crawl, publish, serve, images."""
+"""The ``repogen`` command line: validate, plan, build, crawl, publish, upload, gc, serve, images."""
 
 from __future__ import annotations
 
@@ -193,13 +193,18 @@ def _image_ids(ctx: Ctx, required: bool) -> tuple[Any, dict[str, str] | None]:
     return client, ids
 
 
-def _select(config: Config, only: tuple[str, ...], shard: str | None) -> list[Any]:
+def _select(config: Config, only: tuple[str, ...], shard: str | None, changed_since: str | None = None,
+            config_path: Path | None = None) -> list[Any]:
     from repogen.matrix import expand, parse_shard
 
     notes: list[str] = []
     jobs = expand(config, only, parse_shard(shard) if shard else None, notes=notes)
     for note in notes:
         warn(note)
+    if changed_since:
+        from repogen.changes import select_changed
+
+        jobs = select_changed(jobs, config, config_path or Path("kernels.yaml"), changed_since)
     return jobs
 
 
@@ -210,6 +215,9 @@ _selector_options = [
     click.option("--shard", metavar="I/N",
                  help="Only shard I of N: the kernels in sorted order, dealt round-robin (a kernel's jobs stay "
                       "together; every machine computes the same split from kernels.yaml)."),
+    click.option("--changed-since", metavar="REF",
+                 help="Only jobs whose driver or kernel entry is new or different since git REF (a pull request's "
+                      "base), compared entry by entry with `git show REF:kernels.yaml` and its includes."),
 ]
 
 
@@ -235,13 +243,13 @@ def _first_line(text: str | None, width: int = 100) -> str:
                    "`images build` or `build`; Docker is asked only when none are recorded).")
 @pass_ctx
 @read_only
-def plan(ctx: Ctx, only: tuple[str, ...], shard: str | None, as_json: bool, show_all: bool, why: bool,
-         check_images: bool) -> None:
+def plan(ctx: Ctx, only: tuple[str, ...], shard: str | None, changed_since: str | None, as_json: bool,
+         show_all: bool, why: bool, check_images: bool) -> None:
     """What would be built and why, what is already built, what failed last time (no Docker needed)."""
     from repogen.plan import plan as make_plan
 
     config = ctx.config()
-    jobs = _select(config, only, shard)
+    jobs = _select(config, only, shard, changed_since, ctx.config_path)
     ids = {} if check_images else ctx.home.store.image_ids()
     if not ids:
         _, ids = _image_ids(ctx, required=False)
@@ -300,8 +308,9 @@ def plan(ctx: Ctx, only: tuple[str, ...], shard: str | None, as_json: bool, show
 @click.option("--boot-timeout", type=click.FloatRange(0.1), default=120.0, show_default=True,
               help="Seconds per boot before the VM is killed.")
 @pass_ctx
-def build(ctx: Ctx, only: tuple[str, ...], shard: str | None, jobs: int, rebuild: tuple[str, ...],
-          keep_work: bool, show_logs: bool, as_json: bool, boot: bool, boot_timeout: float) -> None:
+def build(ctx: Ctx, only: tuple[str, ...], shard: str | None, changed_since: str | None, jobs: int,
+          rebuild: tuple[str, ...], keep_work: bool, show_logs: bool, as_json: bool, boot: bool,
+          boot_timeout: float) -> None:
     """Build every missing (driver, kernel, kind) in its own hermetic container and verify it; say why
     each one is (re)built."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -312,7 +321,7 @@ def build(ctx: Ctx, only: tuple[str, ...], shard: str | None, jobs: int, rebuild
     from repogen.plan import plan as make_plan
 
     config = ctx.config()
-    selected = _select(config, only, shard)
+    selected = _select(config, only, shard, changed_since, ctx.config_path)
     rebuild_selectors = [Selector(s) for s in rebuild]
     missed = [s.text for s in rebuild_selectors if not any(s.matches(j) for j in selected)]
     if missed and len(missed) == len(rebuild_selectors):
@@ -801,6 +810,70 @@ class LineProgress:
             self.console.print(f"  {self.title}: {self.current}")
 
 
+def _s3_target(target: str) -> Any:
+    from repogen import s3
+
+    return s3.location(target)
+
+
+def _endpoint_option(f: Any) -> Any:
+    return click.option("--endpoint-url", metavar="URL",
+                        help="An S3-compatible endpoint (default: AWS, or $AWS_ENDPOINT_URL).")(f)
+
+
+def _lock_wait_option(f: Any) -> Any:
+    return click.option("--lock-wait", type=click.FloatRange(0, 86400), default=120, show_default=True,
+                        metavar="SECONDS", help="How long to wait for another publisher's lock on the bucket.")(f)
+
+
+@cli.command()
+@click.argument("target", metavar="s3://BUCKET/PREFIX")
+@click.option("--site", type=click.Path(path_type=Path), default="site", show_default=True,
+              help="The published tree (the link `repogen publish` made).")
+@_endpoint_option
+@click.option("--cdn-invalidate", "distribution", metavar="DISTRIBUTION_ID",
+              help="Invalidate the overwritten paths in this CloudFront distribution after the upload.")
+@click.option("--dry-run", is_flag=True, help="Say what would be uploaded; write nothing.")
+@_lock_wait_option
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def upload(target: str, site: Path, endpoint_url: str | None, distribution: str | None, dry_run: bool,
+           lock_wait: float, as_json: bool) -> None:
+    """Upload the published tree to S3: only what changed, content before the indexes naming it,
+    under a lock; nothing is deleted (see `repogen gc s3://...`)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from repogen import s3
+    from repogen.upload import upload as do_upload
+
+    where = _s3_target(target)
+    client = s3.client(endpoint_url)
+    progress = Progress(TextColumn("[bold]uploading"), BarColumn(), MofNCompleteColumn(), console=err,
+                        transient=True, disable=as_json or not err.is_terminal)
+    task = progress.add_task("", total=None)
+
+    def notify(message: str) -> None:
+        progress.console.print(styled(("note:", "yellow"), f" {message}"))
+
+    with progress, s3.errors(where, "uploading to"):
+        report = do_upload(site, where, client, dry_run=dry_run, lock_wait=lock_wait, notify=notify,
+                           distribution=distribution,
+                           cloudfront=s3.cloudfront_client,
+                           progress=lambda done, total: progress.update(task, completed=done, total=total))
+    if as_json:
+        emit_json(report.as_json())
+        return
+    if report.noop:
+        out.print(f"{where}: up to date ({report.files} files, {report.requests} request"
+                  f"{'s' if report.requests != 1 else ''})")
+        return
+    verb = "would upload" if dry_run else "uploaded"
+    out.print(f"{where}: {verb} {len(report.uploaded)} of {report.files} files ({report.bytes_uploaded} bytes) "
+              f"from {report.generation}; {report.unchanged} unchanged, {len(report.overwritten)} overwritten"
+              + (f", {report.requests} requests" if not dry_run else ""))
+    if report.invalidation:
+        out.print(f"CDN invalidation {report.invalidation['id']}: {len(report.invalidation['paths'])} paths")
+
+
 @cli.group()
 def images() -> None:
     """Builder images: one per toolchain (gcc for modules, clang/llvm for probes)."""
@@ -896,24 +969,57 @@ def _size(count: float) -> str:
     return f"{count:.1f} GB"
 
 
+def _bucket_gc(target: str, grace: str, endpoint_url: str | None, dry_run: bool, lock_wait: float,
+               as_json: bool) -> None:
+    from repogen import s3
+    from repogen.bucket import collect_garbage
+    from repogen.config import parse_duration
+    from repogen.errors import UsageError
+
+    grace_seconds = parse_duration(grace)
+    if grace_seconds is None:
+        raise UsageError(f"--grace: expected a duration such as 600, 30m, 2h or 3d, found {grace!r}")
+    where = _s3_target(target)
+    client = s3.client(endpoint_url)
+    with s3.errors(where, "collecting garbage in"), err.status("collecting garbage"):
+        report = collect_garbage(client, where, grace_seconds=grace_seconds, dry_run=dry_run, lock_wait=lock_wait,
+                                 notify=lambda m: err.print(styled(("note:", "yellow"), f" {m}")))
+    if as_json:
+        emit_json({"location": report.location, "dry_run": dry_run, "deleted": report.deleted,
+                   "bytes_deleted": report.bytes_deleted, "waiting": report.waiting,
+                   "referenced": report.referenced, "requests": report.requests})
+        return
+    verb = "would delete" if dry_run else "deleted"
+    out.print(f"{where}: {verb} {len(report.deleted)} objects ({_size(report.bytes_deleted)}); "
+              f"{report.referenced} referenced, {report.waiting} unreferenced but within the grace period")
+
+
 @cli.command()
 @click.argument("target", required=False, metavar="[s3://BUCKET/PREFIX]")
 @_site_option
 @click.option("--dry-run", is_flag=True, help="Say what would be removed and how much space it frees; remove nothing.")
 @click.option("--keep-generations", type=click.IntRange(0, 1000), default=2, show_default=True,
               help="Published generations kept besides the live one (for `repogen rollback`).")
+@click.option("--grace", default="3d", show_default=True, metavar="DURATION",
+              help="With s3://: how long an object stays after no upload references it any more (600, 30m, 2h, 3d).")
+@_endpoint_option
+@_lock_wait_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_ctx
-def gc(ctx: Ctx, target: str | None, site: Path, dry_run: bool, keep_generations: int, as_json: bool) -> None:
+def gc(ctx: Ctx, target: str | None, site: Path, dry_run: bool, keep_generations: int, grace: str,
+       endpoint_url: str | None, lock_wait: float, as_json: bool) -> None:
     """Remove what nothing references: superseded artifacts, caches the matrix no longer names, old
     logs and scratch, old generations of the published tree; report the space freed.
 
+    With s3://BUCKET/PREFIX: the bucket's objects that no upload references any more, once unreferenced
+    for the grace period (--grace, --endpoint-url, --lock-wait apply).
+
     Run it when no build or publish is running (scratch younger than an hour is kept anyway)."""
     from repogen import gc as gc_mod
-    from repogen.errors import UsageError
 
     if target is not None:
-        raise UsageError(f"{target!r}: only the local state can be collected here (give no argument)")
+        _bucket_gc(target, grace, endpoint_url, dry_run, lock_wait, as_json)
+        return
     if dry_run:
         ctx.readonly = True
     config = ctx.config()

@@ -406,14 +406,18 @@ def _parse_section(
 _DURATION = re.compile(r"(\d+)\s*([smhd]?)")
 
 
+def parse_duration(text: str) -> int | None:
+    """Seconds of ``600``, ``30m``, ``2h``, ``3d`` (None when it is not one)."""
+    m = _DURATION.fullmatch(text.strip())
+    return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)] if m else None
+
+
 def _duration(n: _Node, field: str, errs: _Collector) -> int | None:
     text = _scalar(n, field, errs)
-    m = _DURATION.fullmatch(text or "")
-    if not m:
-        if text is not None:
-            errs.add(n, field, f"expected a duration such as 600, 30m, 2h or 3d, found {text!r}")
-        return None
-    return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    seconds = parse_duration(text or "")
+    if seconds is None and text is not None:
+        errs.add(n, field, f"expected a duration such as 600, 30m, 2h or 3d, found {text!r}")
+    return seconds
 
 
 def _memory(n: _Node, field: str, errs: _Collector) -> str | None:

@@ -1,0 +1,162 @@
+"""S3 locations and clients, shared by everything that talks to a bucket (remote cache, upload).
+
+boto3 does the work: the usual credential chain, ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3`` or
+an explicit endpoint for S3-compatible stores, and botocore's own retries. This module only parses
+``s3://BUCKET/PREFIX`` and turns botocore's exceptions into one clean :class:`RepogenError` line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import email.utils
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from repogen.errors import RepogenError
+
+#: S3's bucket naming rules (lower case, digits, dots, hyphens; 3 to 63 characters).
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+class S3Error(RepogenError):
+    """A bucket could not be read or written: what, where, and what S3 said."""
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    prefix: str  # without leading or trailing '/'; '' for the bucket's root
+
+    def key(self, *parts: str) -> str:
+        """The object key for ``parts`` under the prefix."""
+        return "/".join(p for p in (self.prefix, *parts) if p)
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+
+def parse_url(url: str) -> S3Location:
+    """``s3://BUCKET[/PREFIX]`` -> :class:`S3Location`; a :class:`ValueError` says what is wrong."""
+    if not url.startswith("s3://"):
+        raise ValueError(f"expected s3://BUCKET/PREFIX, found {url!r}")
+    bucket, _, prefix = url[len("s3://"):].partition("/")
+    if not _BUCKET.fullmatch(bucket) or ".." in bucket:
+        raise ValueError(f"{bucket!r} is not a valid S3 bucket name (3-63 characters: a-z 0-9 . -)")
+    prefix = prefix.strip("/")
+    if any(part in ("", ".", "..") for part in prefix.split("/")) and prefix:
+        raise ValueError(f"the prefix {prefix!r} has an empty, '.' or '..' component")
+    if any(ord(c) < 32 or c == "\x7f" for c in prefix):
+        raise ValueError("the prefix holds a control character")
+    return S3Location(bucket, prefix)
+
+
+def location(url: str) -> S3Location:
+    """:func:`parse_url` for a command-line value: a bad URL is a clean usage error (exit 2)."""
+    try:
+        return parse_url(url)
+    except ValueError as exc:
+        error = RepogenError(str(exc))
+        error.exit_code = 2
+        raise error from None
+
+
+def client(endpoint_url: str | None = None, *, max_pool: int = 32) -> Any:
+    """A boto3 S3 client: standard retry mode, bounded timeouts, path-style addressing for endpoints
+    (S3-compatible stores and moto rarely serve virtual-host names on 127.0.0.1)."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=60,
+                    max_pool_connections=max_pool, s3={"addressing_style": "path"},
+                    # Checksums only when an operation requires them: S3-compatible stores differ.
+                    request_checksum_calculation="when_required", response_checksum_validation="when_required")
+    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
+
+
+def error_code(exc: BaseException) -> str | None:
+    """S3's error code (``NoSuchKey``, ``PreconditionFailed``, ``404``...) or None if not from S3."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        return str(code) if code is not None else None
+    return None
+
+
+def is_missing(exc: BaseException) -> bool:
+    return error_code(exc) in ("NoSuchKey", "404", "NotFound")
+
+
+def explain(exc: BaseException, where: S3Location | str, doing: str) -> S3Error:
+    """One clean line for a failed S3 call: no credentials, unreachable endpoint, no bucket, denied."""
+    from botocore import exceptions as bex
+
+    if isinstance(exc, bex.NoCredentialsError | bex.PartialCredentialsError):
+        return S3Error(f"{doing} {where}: no AWS credentials found",
+                       hint="set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or an instance role")
+    if isinstance(exc, bex.EndpointConnectionError | bex.ConnectTimeoutError | bex.ReadTimeoutError):
+        return S3Error(f"{doing} {where}: cannot reach the S3 endpoint ({exc})",
+                       hint="check AWS_ENDPOINT_URL / --endpoint-url and the network")
+    code = error_code(exc)
+    if code == "NoSuchBucket":
+        return S3Error(f"{doing} {where}: the bucket does not exist")
+    if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+        return S3Error(f"{doing} {where}: access denied ({code})", hint="check the credentials and the bucket policy")
+    return S3Error(f"{doing} {where}: {exc}")
+
+
+# -- shared by upload and the bucket's gc (repogen/bucket.py, repogen/upload.py) ---------------------
+
+NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
+#: A conditional write that lost (If-None-Match / If-Match), or S3's 409 for two racing ones.
+PRECONDITION = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
+
+
+def is_s3_url(text: str) -> bool:
+    return text.startswith("s3://")
+
+
+def relative(where: S3Location, key: str) -> str | None:
+    """The path under the prefix of an object key, None when the key is outside it."""
+    if not where.prefix:
+        return key
+    head = where.prefix + "/"
+    return key[len(head):] if key.startswith(head) else None
+
+
+def list_prefix(where: S3Location) -> str:
+    """The ListObjectsV2 prefix for everything under the location."""
+    return f"{where.prefix}/" if where.prefix else ""
+
+
+def server_time(response: dict[str, Any]) -> dt.datetime | None:
+    """The server's clock from a response's Date header (lock expiry and grace periods use it, not ours)."""
+    date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    if not date:
+        return None
+    with contextlib.suppress(TypeError, ValueError):
+        return email.utils.parsedate_to_datetime(date)
+    return None
+
+
+@contextlib.contextmanager
+def errors(where: S3Location, doing: str) -> Iterator[None]:
+    """Run S3 calls; any botocore failure leaves as one clean :class:`S3Error` line (see :func:`explain`)."""
+    from botocore import exceptions as bex
+
+    try:
+        yield
+    except (bex.BotoCoreError, bex.ClientError) as exc:
+        raise explain(exc, where, doing) from None
+
+
+def cloudfront_client() -> Any:
+    """A CloudFront client (its endpoint is AWS's, or ``$AWS_ENDPOINT_URL_CLOUDFRONT``)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session().client(
+        "cloudfront", config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10,
+                                    read_timeout=60))

@@ -1,0 +1,82 @@
+"""A real S3 protocol server for tests: moto's server on 127.0.0.1, counting requests at the server.
+
+Every request the server answers is appended to ``requests`` as ``(method, path, query)``, so a test
+asserts what a command really sent (a no-op, a bounded plan) rather than what the client meant to.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from moto.server import DomainDispatcherApplication, ThreadedMotoServer, create_backend_app
+from werkzeug.serving import make_server
+
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+class CountingMotoServer(ThreadedMotoServer):
+    def __init__(self) -> None:
+        super().__init__(ip_address="127.0.0.1", port=0, verbose=False)
+        self.requests: list[tuple[str, str, str]] = []
+        self.raw_uris: list[str] = []  # as sent, before the server decodes %2B (parallel to ``requests``)
+        self.put_delay = 0.0  # seconds each object PUT waits before it is handled (to kill a client mid-upload)
+        self._lock = threading.Lock()
+
+    def _server_entry(self) -> None:
+        app = DomainDispatcherApplication(create_backend_app)
+
+        def counting(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            with self._lock:
+                self.requests.append((environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""),
+                                      environ.get("QUERY_STRING", "")))
+                self.raw_uris.append(environ.get("RAW_URI") or environ.get("REQUEST_URI") or "")
+            if self.put_delay and environ["REQUEST_METHOD"] == "PUT":
+                time.sleep(self.put_delay)
+            return app(environ, start_response)
+
+        self._server = make_server(self._ip_address, self._port, counting, True)
+        self._server_ready_event.set()
+        self._server.serve_forever()
+
+    @property
+    def url(self) -> str:
+        host, port = self.get_host_and_port()
+        return f"http://{host}:{port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for a subprocess that should talk to this server (boto3 reads these)."""
+        return {**CREDENTIALS, "AWS_ENDPOINT_URL": self.url}
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self.raw_uris.clear()
+
+    def make_public_bucket(self, name: str) -> None:
+        """A bucket anyone may GET from (as behind a CDN), for plain HTTP GETs in tests."""
+        s3 = self.client()
+        s3.create_bucket(Bucket=name)
+        s3.put_bucket_policy(Bucket=name, Policy=json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{name}/*"}]}))
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.url, aws_access_key_id="testing",
+                            aws_secret_access_key="testing", region_name="us-east-1")
+
+
+@contextmanager
+def moto_server() -> Iterator[CountingMotoServer]:
+    server = CountingMotoServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
