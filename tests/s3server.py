@@ -19,12 +19,21 @@ from werkzeug.serving import make_server
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
+def _request_bytes(environ: dict[str, Any]) -> int:
+    line = len(environ["REQUEST_METHOD"]) + len(environ.get("RAW_URI") or environ.get("PATH_INFO", "")) + 11
+    headers = sum(len(k) - 5 + len(str(v)) + 4 for k, v in environ.items() if k.startswith("HTTP_"))
+    return line + headers + int(environ.get("CONTENT_LENGTH") or 0) + 2
+
+
 class CountingMotoServer(ThreadedMotoServer):
     def __init__(self) -> None:
         super().__init__(ip_address="127.0.0.1", port=0, verbose=False)
         self.requests: list[tuple[str, str, str]] = []
         self.raw_uris: list[str] = []  # as sent, before the server decodes %2B (parallel to ``requests``)
         self.put_delay = 0.0  # seconds each object PUT waits before it is handled (to kill a client mid-upload)
+        self.put_checksums: dict[str, str] = {}  # path -> the x-amz-checksum-sha256 its last PUT carried
+        self.bytes_in = 0   # request line, headers and body, as received (approximately the wire bytes)
+        self.bytes_out = 0  # status line, headers and body, as sent
         self._lock = threading.Lock()
 
     def _server_entry(self) -> None:
@@ -35,9 +44,21 @@ class CountingMotoServer(ThreadedMotoServer):
                 self.requests.append((environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""),
                                       environ.get("QUERY_STRING", "")))
                 self.raw_uris.append(environ.get("RAW_URI") or environ.get("REQUEST_URI") or "")
+                self.bytes_in += _request_bytes(environ)
+                if environ["REQUEST_METHOD"] == "PUT" and "HTTP_X_AMZ_CHECKSUM_SHA256" in environ:
+                    self.put_checksums[environ.get("PATH_INFO", "")] = environ["HTTP_X_AMZ_CHECKSUM_SHA256"]
             if self.put_delay and environ["REQUEST_METHOD"] == "PUT":
                 time.sleep(self.put_delay)
-            return app(environ, start_response)
+
+            def counted_start(status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
+                with self._lock:
+                    self.bytes_out += len(status) + 11 + sum(len(k) + len(v) + 4 for k, v in headers) + 2
+                return start_response(status, headers, *args)
+
+            body = list(app(environ, counted_start))
+            with self._lock:
+                self.bytes_out += sum(len(chunk) for chunk in body)
+            return body
 
         self._server = make_server(self._ip_address, self._port, counting, True)
         self._server_ready_event.set()
@@ -57,6 +78,8 @@ class CountingMotoServer(ThreadedMotoServer):
         with self._lock:
             self.requests.clear()
             self.raw_uris.clear()
+            self.bytes_in = self.bytes_out = 0
+            self.put_checksums.clear()
 
     def make_public_bucket(self, name: str) -> None:
         """A bucket anyone may GET from (as behind a CDN), for plain HTTP GETs in tests."""

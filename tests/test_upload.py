@@ -9,6 +9,7 @@ it names. Plain HTTP GETs fetch the exact URLs falcoctl and falco-driver-loader 
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import json
@@ -176,7 +177,7 @@ def assert_consistent(objects: dict[str, bytes]) -> None:
 
 def assert_manifest_true(moto: CountingMotoServer, bucket: str, objects: dict[str, bytes]) -> dict[str, Any]:
     """The manifest's invariant: every key it lists holds exactly the bytes it says."""
-    manifest = json.loads(objects[f"{PREFIX}/{MANIFEST}"])
+    manifest = json.loads(gzip.decompress(objects[f"{PREFIX}/{MANIFEST}"]))
     for key, (sha, size) in manifest["files"].items():
         data = objects.get(f"{PREFIX}/{key}")
         assert data is not None, f"manifest lists {key}, which is not in the bucket"
@@ -204,6 +205,10 @@ def test_first_upload_stores_the_tree_with_literal_plus_keys_and_headers(
     driver_puts = [u for (m, p, _), u in zip(moto.requests, moto.raw_uris, strict=True)
                    if m == "PUT" and "/driver/" in p]
     assert driver_puts and all("%2B" in u and "+" not in u for u in driver_puts)
+    # Every file went with its sha256 for S3 to verify (moto stores it; real S3 refuses a mismatch).
+    for key, data in local.items():
+        sent = moto.put_checksums[f"/{bucket}/{PREFIX}/{key}"]
+        assert base64.b64decode(sent) == hashlib.sha256(data).digest(), key
     assert_manifest_true(moto, bucket, objects)
     assert_consistent(objects)
 
@@ -481,14 +486,14 @@ def test_a_corrupt_manifest_is_detected_and_never_trusted(
     assert upload(moto, tree.site, bucket).code == 0
     s3 = moto.client()
     key = f"{PREFIX}/{MANIFEST}"
-    manifest = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    manifest = json.loads(gzip.decompress(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
     victim = "index.json"
     s3.put_object(Bucket=bucket, Key=f"{PREFIX}/{victim}", Body=b"tampered")  # the bucket no longer matches
     if damage == "garbage":
         body = b"\x00{not json"
     else:  # plausible JSON claiming everything is fine, with the self-digest left as it was
         manifest["files"][victim] = [hashlib.sha256(b"whatever").hexdigest(), 8]
-        body = json.dumps(manifest).encode()
+        body = gzip.compress(json.dumps(manifest).encode())
     s3.put_object(Bucket=bucket, Key=key, Body=body)
     gc = repogen("gc", f"s3://{bucket}/{PREFIX}", "--grace", "0", env=moto.env)
     assert gc.code == 1 and "corrupt" in gc.err and "nothing deleted" in gc.err
