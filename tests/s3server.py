@@ -7,10 +7,12 @@ asserts what a command really sent (a no-op, a bounded plan) rather than what th
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from moto.server import DomainDispatcherApplication, ThreadedMotoServer, create_backend_app
@@ -26,7 +28,7 @@ def _request_bytes(environ: dict[str, Any]) -> int:
 
 
 class CountingMotoServer(ThreadedMotoServer):
-    def __init__(self) -> None:
+    def __init__(self, log_file: Path | None = None) -> None:
         super().__init__(ip_address="127.0.0.1", port=0, verbose=False)
         self.requests: list[tuple[str, str, str]] = []
         self.raw_uris: list[str] = []  # as sent, before the server decodes %2B (parallel to ``requests``)
@@ -35,14 +37,18 @@ class CountingMotoServer(ThreadedMotoServer):
         self.bytes_in = 0   # request line, headers and body, as received (approximately the wire bytes)
         self.bytes_out = 0  # status line, headers and body, as sent
         self._lock = threading.Lock()
+        self._log = log_file.open("a", buffering=1) if log_file else None  # one line per request
 
     def _server_entry(self) -> None:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # counted here, not logged per request
         app = DomainDispatcherApplication(create_backend_app)
 
         def counting(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            request = (environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", ""))
             with self._lock:
-                self.requests.append((environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""),
-                                      environ.get("QUERY_STRING", "")))
+                self.requests.append(request)
+                if self._log:
+                    self._log.write(" ".join(request) + "\n")
                 self.raw_uris.append(environ.get("RAW_URI") or environ.get("REQUEST_URI") or "")
                 self.bytes_in += _request_bytes(environ)
                 if environ["REQUEST_METHOD"] == "PUT" and "HTTP_X_AMZ_CHECKSUM_SHA256" in environ:
