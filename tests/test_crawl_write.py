@@ -144,3 +144,17 @@ def test_plan_says_config_only_kernels_need_sources(tmp_path: Path) -> None:
     assert "kernel sources" in rows[0]["error"]
     text = repogen("plan")
     assert "needs kernel sources" in text.err and "2 needs-sources" in text.out
+
+
+def test_the_repository_matrix_validates(tmp_path: Path) -> None:
+    """The top-level kernels.yaml (refreshed with `repogen crawl debian --write`) stays valid, and every
+    entry follows its distribution's naming rule."""
+    root = Path(__file__).resolve().parent.parent
+    result = Repogen(tmp_path / "home", root / "kernels.yaml")("validate", "--json")
+    assert result.code == 0, result.err
+    assert result.json["kernels"] > 50 and "warnings" not in result.json
+    config = config_mod.parse(root / "kernels.yaml")
+    assert {k.architecture for k in config.kernels} == {"x86_64", "aarch64"}
+    assert all(h.sha256 for k in config.kernels for h in k.headers)
+    tens = [d for d in config.drivers if d.version.startswith("10.")]
+    assert tens and all([kind.value for kind in d.kinds] == ["kmod"] for d in tens)
