@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from conftest import HELLO_KBUILD, ROOT, Mirror, Repogen, driver_yaml, write_config
 
-from repogen.boot import BootStatus, Cpio, check_probe, initramfs, verdict
+from repogen.boot import BootStatus, Cpio, KernelImage, check_probe, initramfs, verdict
 
 # -- the console verdict and the initramfs (no VM) ----------------------------------------------------
 
@@ -92,6 +92,31 @@ def boot_kernels(mirror: Mirror) -> dict[str, dict[str, Any]]:
     newest = _debian_kernels(mirror, "--count", "1", "--image")[0]
     oldest = _debian_kernels(mirror, "--count", "1", "--skip", str(len(abis) - 1))[0]
     return {"newest": newest, "oldest": oldest}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_debian_kernel_boots_both_ways_and_refuses_a_broken_module(tmp_path: Path, mirror: Mirror,
+                                                                   boot_kernels: dict[str, Any]) -> None:
+    """The image's PVH vmlinux (the fast path) and its bzImage (the fallback) both reach /init, and the
+    kernel's own words come back for a file that is no module."""
+    from repogen.boot import KernelImageCache, boot
+    from repogen.home import Home
+
+    home = Home(tmp_path / "home")
+    image = boot_kernels["newest"]["image"]
+    kernel = KernelImageCache(tmp_path / "cache").get(home.downloads.get(image["url"], image["sha256"]))
+    assert kernel.release == boot_kernels["newest"]["uname_r"]
+    assert kernel.boot_file is not None and kernel.boot_file.name == "vmlinux"  # Debian's kernels have PVH
+    broken = tmp_path / "broken.ko"
+    broken.write_bytes(b"not an ELF file at all")
+    for variant in (kernel, KernelImage(kernel.vmlinuz, kernel.release, kernel.digest)):
+        result = boot(variant, broken, name="broken", architecture="x86_64", timeout=300,
+                      console=tmp_path / f"{variant.kernel.name}.console")
+        print(f"{variant.kernel.name}: {result.seconds:.1f}s")
+        assert result.status is BootStatus.refused, result
+        assert result.kernel == kernel.release
+        assert "Invalid ELF header" in (result.reason or "") and "invalid module format" in (result.reason or "")
 
 
 def _qemu_processes(marker: str) -> list[int]:
