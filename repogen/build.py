@@ -30,6 +30,7 @@ from repogen.home import Home
 from repogen.matrix import Selector
 from repogen.model import Config, Driver, Job, Kind
 from repogen.plan import Planned, job_key, script_digest
+from repogen.remote_cache import RemoteCache
 from repogen.sources import SourceTree
 from repogen.store import BuildRecord, build_key
 from repogen.verify import VerificationError, verify
@@ -38,7 +39,7 @@ from repogen.verify import VerificationError, verify
 @dataclass
 class Result:
     job: Job
-    status: str  # "built" | "up-to-date" | "failed"
+    status: str  # "built" | "cached" (from the remote cache) | "up-to-date" | "failed"
     seconds: float = 0.0
     key: str | None = None
     artifact_sha256: str | None = None
@@ -77,8 +78,9 @@ class Builder:
     """Runs planned jobs; owns the per-run memory of shared steps (done once, failed once)."""
 
     def __init__(self, home: Home, config: Config, client: docker.DockerClient, *,
-                 image_ids: dict[str, str], keep_work: bool = False) -> None:
+                 image_ids: dict[str, str], keep_work: bool = False, remote: RemoteCache | None = None) -> None:
         self.home = home
+        self.remote = remote
         self.config = config
         self.client = client
         self.image_ids = image_ids
@@ -88,6 +90,8 @@ class Builder:
         self._source_failures: dict[tuple[str, str], RepogenError] = {}
         self._guard = threading.Lock()
         self.counters = Counters()
+        #: Dask workers push entries and leave the index log to the client, which sees every result.
+        self.log_pushes = True
 
     # shared, once-only steps --------------------------------------------------------------------
     def _source(self, driver: Driver) -> SourceTree:
@@ -189,6 +193,9 @@ class Builder:
                 raise BuildError(f"builder image {chain.tag} is missing",
                                  hint="run `repogen images build` (and `repogen images bootstrap` first "
                                       "on a host with no registry)")
+            early_key = planned.key if job.driver.source.pinned else None  # a branch may have moved
+            if (cached := self._from_cache(planned, early_key, force, started)) is not None:
+                return cached  # found by the key plan knew: not even the headers are downloaded
             source = self._source(job.driver)
             files = self._headers(job)
             key = job_key(job, source.digest, [f.sha256 for f in files], image_id)
@@ -202,6 +209,8 @@ class Builder:
                 # make it the job's current artifact again, without compiling.
                 self.home.store.set_good(job.job_id, key)
                 return Result(job, "up-to-date", key=key)
+            if key != early_key and (cached := self._from_cache(planned, key, force, started)) is not None:
+                return cached
             reason = self._reason(planned, force, inputs_record)
             log_path = self._log_path(job, key)
             tree = self._tree(job, files)
@@ -210,8 +219,10 @@ class Builder:
             digest, size = self.home.store.put_object(artifact)
             if not self.keep_work:
                 shutil.rmtree(scratch, ignore_errors=True)
-            self._record(job, key, "ok", started, image_id, chain.name, log_path, digest=digest, size=size,
-                         vermagic=info.vermagic, tree=tree, inputs=inputs)
+            record = self._record(job, key, "ok", started, image_id, chain.name, log_path, digest=digest, size=size,
+                                  vermagic=info.vermagic, tree=tree, inputs=inputs)
+            if self.remote is not None:  # the artifact first, then the entry naming it
+                self.remote.push(job, record, self.home.store.object_path(digest), log_it=self.log_pushes)
             return Result(job, "built", time.time() - started, key, digest, log=str(log_path), reason=reason)
         except (RepogenError, VerificationError, OSError, docker.errors.DockerException) as exc:
             message = str(exc) if not isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
@@ -231,6 +242,14 @@ class Builder:
             state=planned.state, forced=force, pinned=planned.job.driver.source.pinned, inputs=inputs,
             toolchain=planned.toolchain, previous_inputs=record.inputs if record else None,
             previous_toolchain=record.toolchain if record else None) or planned.reason
+
+    def _from_cache(self, planned: Planned, key: str | None, force: bool, started: float) -> Result | None:
+        if self.remote is None or force or key is None:
+            return None
+        record = self.remote.restore(planned.job, key, self.home.store)
+        if record is None:
+            return None
+        return Result(planned.job, "cached", time.time() - started, key, record.artifact_sha256)
 
     def _log_path(self, job: Job, key: str) -> Path:
         k = job.kernel
@@ -280,15 +299,17 @@ class Builder:
     def _record(self, job: Job, key: str, status: str, started: float, image_id: str | None, toolchain: str,
                 log_path: Path | None, *, digest: str | None = None, size: int | None = None,
                 vermagic: str | None = None, tree: KernelTree | None = None, error: str | None = None,
-                inputs: str = "") -> None:
+                inputs: str = "") -> BuildRecord:
         finished = time.time()
         config_sha = tree.config_sha256 if tree is not None else None  # the headers' own .config
-        self.home.store.record_build(BuildRecord(
+        record = BuildRecord(
             build_key=key, job_id=job.job_id, status=status, artifact_sha256=digest, size=size,
             image_id=image_id, toolchain=toolchain, vermagic=vermagic,
             kernel_release=tree.release if tree else None, kernel_config_sha256=config_sha,
             inputs=inputs, started_at=started, finished_at=finished, seconds=finished - started,
-            log_path=str(log_path) if log_path else None, error=error))
+            log_path=str(log_path) if log_path else None, error=error)
+        self.home.store.record_build(record)
+        return record
 
     # the whole run ------------------------------------------------------------------------------
     def run(self, planned: list[Planned], *, jobs: int, rebuild: list[Selector],
@@ -309,6 +330,8 @@ class Builder:
                 results.append(result)
                 if on_done:
                     on_done(result)
+        if self.remote is not None:
+            self.remote.close()
         self.counters.header_downloads = self.home.downloads.downloads - before[0]
         self.counters.kernels_unpacked = self.home.headers.unpacked - before[1]
         self.counters.source_fetches = self.home.sources.fetches

@@ -232,6 +232,24 @@ def _first_line(text: str | None, width: int = 100) -> str:
     return line if len(line) <= width else line[:width - 1] + "…"
 
 
+cache_option = click.option(
+    "--cache", "cache_url", metavar="s3://BUCKET/PREFIX", envvar="REPOGEN_CACHE",
+    help="Shared remote build cache (default: `cache:` in kernels.yaml; env REPOGEN_CACHE). "
+         "The endpoint and credentials come from boto3's usual chain (AWS_ENDPOINT_URL, AWS_PROFILE, ...).")
+
+
+def _remote_cache(config: Config, cache_url: str | None) -> Any:
+    """The remote cache named on the command line or in kernels.yaml, checked reachable; or None."""
+    url = cache_url or config.cache
+    if not url:
+        return None
+    from repogen.remote_cache import RemoteCache
+
+    remote = RemoteCache.from_url(url, warn=lambda m: err.print(styled(("warning:", "yellow"), f" {m}")))
+    remote.check()
+    return remote
+
+
 @cli.command()
 @selector_options
 @click.option("--json", "as_json", is_flag=True,
@@ -241,10 +259,11 @@ def _first_line(text: str | None, width: int = 100) -> str:
 @click.option("--check-images", is_flag=True,
               help="Ask the Docker engine for the builder image ids (default: those recorded by the last "
                    "`images build` or `build`; Docker is asked only when none are recorded).")
+@cache_option
 @pass_ctx
 @read_only
 def plan(ctx: Ctx, only: tuple[str, ...], shard: str | None, changed_since: str | None, as_json: bool,
-         show_all: bool, why: bool, check_images: bool) -> None:
+         show_all: bool, why: bool, check_images: bool, cache_url: str | None) -> None:
     """What would be built and why, what is already built, what failed last time (no Docker needed)."""
     from repogen.plan import plan as make_plan
 
@@ -253,7 +272,9 @@ def plan(ctx: Ctx, only: tuple[str, ...], shard: str | None, changed_since: str 
     ids = {} if check_images else ctx.home.store.image_ids()
     if not ids:
         _, ids = _image_ids(ctx, required=False)
-    planned = make_plan(ctx.home, jobs, ids or {})
+    remote = _remote_cache(config, cache_url)
+    remote_keys = remote.built_keys({(j.driver.name, j.driver.version) for j in jobs}) if remote else set()
+    planned = make_plan(ctx.home, jobs, ids or {}, remote_keys)
     counts = Counter(p.state for p in planned)
     boots = _boot_summaries(ctx, jobs)
     if as_json:
@@ -284,8 +305,8 @@ def plan(ctx: Ctx, only: tuple[str, ...], shard: str | None, changed_since: str 
     elif not ids:
         err.print(styled(("note:", "yellow"), " no builder image found: build keys cannot be computed yet "
                          "(run `repogen images build`)"))
-    shown = [s for s in ("built", "missing", "changed", "failed", "unknown", "needs-sources")
-             if counts.get(s) or s not in ("unknown", "needs-sources")]
+    shown = [s for s in ("built", "cached", "missing", "changed", "failed", "unknown", "needs-sources")
+             if counts.get(s) or s not in ("unknown", "needs-sources", "cached")]
     out.print(", ".join(f"{counts.get(s, 0)} {s}" for s in shown)
               + f" of {len(planned)} jobs")
     if why and not as_json:
@@ -307,10 +328,14 @@ def plan(ctx: Ctx, only: tuple[str, ...], shard: str | None, changed_since: str 
 @click.option("--boot", is_flag=True, help="Then boot-check what was built (see `repogen verify --boot`).")
 @click.option("--boot-timeout", type=click.FloatRange(0.1), default=120.0, show_default=True,
               help="Seconds per boot before the VM is killed.")
+@cache_option
+@click.option("--dask", "dask_scheduler", metavar="tcp://SCHEDULER:8786",
+              help="Run the jobs on a Dask cluster's workers (each with its own Docker engine and "
+                   "REPOGEN_HOME); results go to the shared --cache.")
 @pass_ctx
 def build(ctx: Ctx, only: tuple[str, ...], shard: str | None, changed_since: str | None, jobs: int,
           rebuild: tuple[str, ...], keep_work: bool, show_logs: bool, as_json: bool, boot: bool,
-          boot_timeout: float) -> None:
+          boot_timeout: float, cache_url: str | None, dask_scheduler: str | None) -> None:
     """Build every missing (driver, kernel, kind) in its own hermetic container and verify it; say why
     each one is (re)built."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -330,14 +355,18 @@ def build(ctx: Ctx, only: tuple[str, ...], shard: str | None, changed_since: str
                          hint="`repogen plan --all` lists every job with its fields")
     for text in missed:
         warn(f"--rebuild {text!r} matches no job")
-    client, ids = _image_ids(ctx, required=True)
+    remote = _remote_cache(config, cache_url)
+    if dask_scheduler and remote is None:
+        raise UsageError("--dask needs a shared build cache (--cache s3://BUCKET/PREFIX or `cache:` in "
+                         "kernels.yaml): the workers' artifacts go there")
+    client, ids = _image_ids(ctx, required=not dask_scheduler)
     planned = make_plan(ctx.home, selected, ids or {})
-    builder = Builder(ctx.home, config, client, image_ids=ids or {}, keep_work=keep_work)
+    builder = Builder(ctx.home, config, client, image_ids=ids or {}, keep_work=keep_work, remote=remote)
     todo = len(select_work(planned, rebuild_selectors)[0])
     if todo == 0:
         message = f"nothing to build: all {len(planned)} artifacts are up to date"
         if as_json:
-            emit_json({"built": 0, "failed": 0, "up_to_date": len(planned), "results": []})
+            emit_json({"built": 0, "cached": 0, "failed": 0, "up_to_date": len(planned), "results": []})
         else:
             out.print(message)
         return
@@ -356,13 +385,19 @@ def build(ctx: Ctx, only: tuple[str, ...], shard: str | None, changed_since: str
 
     with progress:
         task = progress.add_task("", total=todo)
-        results = builder.run(planned, jobs=jobs, rebuild=rebuild_selectors, on_done=done)
+        if dask_scheduler:
+            from repogen.distributed import run_on_dask
+
+            results = run_on_dask(dask_scheduler, builder, planned, rebuild=rebuild_selectors, on_done=done)
+        else:
+            results = builder.run(planned, jobs=jobs, rebuild=rebuild_selectors, on_done=done)
     boots = _boot_built(ctx, results, jobs, boot_timeout) if boot else {}
     counts = Counter(r.status for r in results)
     c = builder.counters
     if as_json:
         emit_json({
-            "built": counts["built"], "failed": counts["failed"], "up_to_date": counts["up-to-date"],
+            "built": counts["built"], "cached": counts["cached"], "failed": counts["failed"],
+            "up_to_date": counts["up-to-date"],
             "counters": {"header_downloads": c.header_downloads, "source_fetches": c.source_fetches,
                          "prepares": c.prepares, "kernels_unpacked": c.kernels_unpacked, "containers": c.containers},
             "results": [{**r.job.fields, "status": r.status, "seconds": round(r.seconds, 2), "build_key": r.key,
@@ -375,13 +410,14 @@ def build(ctx: Ctx, only: tuple[str, ...], shard: str | None, changed_since: str
         for r in results:
             if r.status == "up-to-date" and len(results) > 50:
                 continue
-            colour = {"built": "green", "failed": "red"}.get(r.status, "dim")
+            colour = {"built": "green", "cached": "cyan", "failed": "red"}.get(r.status, "dim")
             detail = _first_line(r.error, 80) if r.status == "failed" else (r.reason or "")
             table.add_row(*cells(Text(r.status, style=colour), r.job.driver.name, r.job.driver.version,
                                  r.job.kind.value, r.job.kernel.label, f"{r.seconds:.1f}", detail,
                                  *([r.log or ""] if show_logs else [])))
         err.print(table)
-        out.print(f"{counts['built']} built, {counts['failed']} failed, {counts['up-to-date']} up to date "
+        out.print(f"{counts['built']} built, " + (f"{counts['cached']} from the cache, " if remote else "")
+                  + f"{counts['failed']} failed, {counts['up-to-date']} up to date "
                   f"(headers downloaded: {c.header_downloads}, sources prepared: {c.prepares}, "
                   f"kernels unpacked: {c.kernels_unpacked})")
     if counts["failed"]:
@@ -614,7 +650,8 @@ def _packages(patterns: list[str], option: str, from_config: int) -> list[Path]:
 
 def _run_publish(ctx: Ctx, site: Path, debs: tuple[str, ...], rpms: tuple[str, ...], sign_key: str | None,
                  sign_key_file: Path | None, base_url: str | None, as_json: bool,
-                 remove: tuple[tuple[str, str | None], ...] = (), require_boot: bool = False) -> Any:
+                 remove: tuple[tuple[str, str | None], ...] = (), require_boot: bool = False,
+                 cache_url: str | None = None) -> Any:
     """One publish: what `publish` does, and `packages remove` with the packages to leave out."""
     from repogen.publish import live_tree
     from repogen.publish import publish as do_publish
@@ -640,15 +677,21 @@ def _run_publish(ctx: Ctx, site: Path, debs: tuple[str, ...], rpms: tuple[str, .
     if signer is None:
         err.print(styled(("note:", "yellow"), " no signing key configured: SHA256SUMS and the repositories are "
                          "unsigned (apt needs [trusted=yes], dnf gpgcheck=0 to accept them)"))
+    remote = _remote_cache(config, cache_url)
+    if remote is not None and not ctx.home.store.image_ids():
+        _image_ids(ctx, required=False)  # build keys of what was built elsewhere need the builder image ids
+    remote = _remote_cache(config, cache_url)
+    if remote is not None and not ctx.home.store.image_ids():
+        _image_ids(ctx, required=False)  # build keys of what was built elsewhere need the builder image ids
     with err.status("publishing"):
         report = do_publish(ctx.home, config, site, signer=signer, debs=deb_files, rpms=rpm_files,
-                            repo_options=options, require_boot=require_boot)
+                            repo_options=options, require_boot=require_boot, remote=remote)
     failed_jobs = ctx.home.store.failed_jobs()
     failed = [j for j in report.missing if j in failed_jobs]
     result: dict[str, Any] = {
         "site": str(site), "generation": str(report.generation), "artifacts": report.artifacts,
         "missing": len(report.missing) - len(failed), "failed": len(failed), "signed": report.signed,
-        "debs": len(deb_files), "rpms": len(rpm_files),
+        "debs": len(deb_files), "rpms": len(rpm_files), "from_cache": report.from_cache,
         "skipped": [{"job": job_id, "reason": reason} for job_id, reason in report.skipped]}
     if report.repos is not None:
         for name in ("deb", "rpm"):
@@ -699,11 +742,15 @@ def signing_options(fn: Any) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--require-boot", is_flag=True,
               help="Publish only modules that loaded in their kernel (probes: passed their check).")
+@cache_option
 @pass_ctx
 def publish(ctx: Ctx, site: Path, debs: tuple[str, ...], rpms: tuple[str, ...], sign_key: str | None,
-            sign_key_file: Path | None, base_url: str | None, as_json: bool, require_boot: bool) -> None:
-    """Write the static tree (drivers, index.json, SHA256SUMS, APT and RPM repositories), atomically."""
-    _run_publish(ctx, site, debs, rpms, sign_key, sign_key_file, base_url, as_json, require_boot=require_boot)
+            sign_key_file: Path | None, base_url: str | None, as_json: bool, require_boot: bool,
+            cache_url: str | None) -> None:
+    """Write the static tree (drivers, index.json, SHA256SUMS, APT and RPM repositories), atomically; with
+    a --cache, artifacts this home lacks come from it."""
+    _run_publish(ctx, site, debs, rpms, sign_key, sign_key_file, base_url, as_json, require_boot=require_boot,
+                 cache_url=cache_url)
 
 
 def _signer(ctx: Ctx, config: Config, key: str | None, key_file: Path | None) -> Any:

@@ -517,7 +517,7 @@ def parse(path: Path) -> Config:
         if items is None:
             continue
         is_main = file_path == path
-        main_only = {"include", "build", "packages", "signing", "mirrors"}
+        main_only = {"include", "build", "packages", "signing", "mirrors", "cache"}
         allowed = {"drivers", "kernels"} | (main_only if is_main else set())
         if is_main and "mirrors" in items:
             mirrors.given = _parse_mirrors(items["mirrors"], errs)
@@ -569,6 +569,8 @@ def parse(path: Path) -> Config:
                 "rpm-compression": lambda n, f: _choice(n, f, errs, ("gz", "zstd")),
                 "base-url": lambda n, f: _scalar(n, f, errs),
             })
+            if "cache" in items:
+                settings["cache"] = {"url": _cache_url(items["cache"], "cache", errs)}
             settings["signing"] = _parse_section(items, "signing", errs, {
                 "key": lambda n, f: _scalar(n, f, errs),
                 "key-file": functools.partial(_relative_path, errs=errs, base=base),
@@ -593,7 +595,21 @@ def parse(path: Path) -> Config:
     return Config(files=tuple(files), includes=tuple(patterns), drivers=tuple(drivers), kernels=tuple(kernels),
                   limits=limits, warnings=tuple(warnings), mirrors=tuple(sorted(mirrors.given.items())),
                   mirror_defaults=tuple(sorted(mirrors.defaults_used.items())),
-                  packages=PackagesConfig(**packages), signing=SigningConfig(**settings.get("signing", {})))
+                  packages=PackagesConfig(**packages), signing=SigningConfig(**settings.get("signing", {})),
+                  cache=settings.get("cache", {}).get("url"))
+
+
+def _cache_url(n: _Node, field: str, errs: _Collector) -> str | None:
+    from repogen.s3 import parse_url
+
+    value = _scalar(n, field, errs)
+    if value is None:
+        return None
+    try:
+        return str(parse_url(value))
+    except ValueError as exc:
+        errs.add(n, field, str(exc))
+        return None
 
 
 def _choice(n: _Node, field: str, errs: _Collector, choices: tuple[str, ...]) -> str | None:

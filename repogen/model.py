@@ -169,3 +169,5 @@ class Config:
     #: The ``mirrors:`` map of the main file, and the default mirrors the entries used (name, URL).
     mirrors: tuple[tuple[str, str], ...] = ()
     mirror_defaults: tuple[tuple[str, str], ...] = ()
+    #: The shared remote build cache, ``s3://BUCKET/PREFIX`` (``--cache`` overrides it).
+    cache: str | None = None

@@ -21,11 +21,12 @@ from repogen.store import build_key
 #: Bump when the way artifacts are built changes in a way the other inputs do not capture.
 BUILD_FORMAT = 1
 
-#: built: done with these exact inputs; missing: never built; changed: built from other inputs;
-#: failed: the last attempt failed; unknown: built before, but the inputs cannot be known yet;
-#: needs-sources: a config-only kernel (bottlerocket, talos, ...): building it needs the kernel
-#: sources prepared with its kernelconfigdata, which repogen does not do yet.
-STATES = ("built", "missing", "changed", "failed", "unknown", "needs-sources")
+#: built: done with these exact inputs; cached: built elsewhere, in the remote cache (build downloads
+#: it, no compile); missing: never built; changed: built from other inputs; failed: the last attempt
+#: failed; unknown: built before, but the inputs cannot be known yet; needs-sources: a config-only
+#: kernel (bottlerocket, talos, ...): building it needs the kernel sources prepared with its
+#: kernelconfigdata, which repogen does not do yet.
+STATES = ("built", "cached", "missing", "changed", "failed", "unknown", "needs-sources")
 NEEDS_SOURCES_ERROR = ("no headers package: building needs the kernel sources prepared with its kernelconfigdata "
                        "(not supported yet)")
 
@@ -89,8 +90,12 @@ def _known_source_digest(home: Home, driver: Driver, cache: dict[tuple[str, str]
     return cache[key]
 
 
-def plan(home: Home, jobs: list[Job], image_ids: dict[str, str]) -> list[Planned]:
-    """What each job needs, from the database alone: no network, no Docker call per job."""
+def plan(home: Home, jobs: list[Job], image_ids: dict[str, str],
+         remote_keys: set[str] | frozenset[str] = frozenset()) -> list[Planned]:
+    """What each job needs, from the database alone: no network, no Docker call per job.
+
+    ``remote_keys`` are the build keys a remote cache holds (read from its index in a few requests).
+    """
     url_digests = home.store.url_digests()
     good = home.store.good_keys()
     failed = home.store.failed_jobs()
@@ -138,6 +143,8 @@ def plan(home: Home, jobs: list[Job], image_ids: dict[str, str]) -> list[Planned
             state = "changed" if key else "unknown"
         else:
             state = "missing"
+        if state != "built" and key is not None and key in remote_keys:
+            state = "cached"
         error = errors.get(failed_key) if failed_key and state == "failed" else None
         planned = Planned(job, chain.name, image_id, key, state, error)
         if state != "built" or not job.driver.source.pinned:

@@ -40,6 +40,7 @@ class PublishReport:
     signed: bool = False
     repos: Any = None
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (job id, reason): --require-boot
+    from_cache: int = 0  # artifacts brought in from the remote build cache
 
 
 def generations_dir(site: Path) -> Path:
@@ -104,8 +105,10 @@ def publish(
     repo_options: Any = None,
     now: dt.datetime | None = None,
     require_boot: bool = False,
+    remote: Any = None,
 ) -> PublishReport:
     site = site.absolute()
+    from_cache = _from_remote_cache(home, config, remote) if remote is not None else 0
     now = now or dt.datetime.now(dt.UTC)
     generations = generations_dir(site)
     generations.mkdir(parents=True, exist_ok=True)
@@ -120,6 +123,7 @@ def publish(
         staging = final
         swap_live(site, final, generations)
         report.generation = final
+        report.from_cache = from_cache
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         what = "the disk is full" if exc.errno == errno.ENOSPC else f"{exc.strerror or exc}"
@@ -130,6 +134,14 @@ def publish(
         raise
     _prune(generations, keep=final)
     return report
+
+
+def _from_remote_cache(home: Home, config: Config, remote: Any) -> int:
+    """Bring in from the shared build cache what this home lacks (built elsewhere, or files gone)."""
+    from repogen.plan import plan
+    from repogen.remote_cache import restore_missing
+
+    return restore_missing(home.store, plan(home, expand(config), home.store.image_ids()), remote)
 
 
 def _fill(home: Home, config: Config, out: Path, live: Path | None, *, signer: Any, debs: list[Path],

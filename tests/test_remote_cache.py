@@ -1,0 +1,279 @@
+"""The shared remote build cache, against moto's S3 server on 127.0.0.1 and real builds.
+
+Two homes share one cache (the second builds nothing and publishes the same bytes), corrupt
+entries are caught by digest and rebuilt, and ``plan`` answers from the index in a bounded number
+of requests, counted at the server.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import HELLO_KBUILD, Repogen, driver_yaml, write_config
+from s3server import CountingMotoServer, moto_server
+
+from repogen import remote_cache
+
+NAME = "hello_repogen"
+VERSION = "0.2.0+driver"
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[CountingMotoServer]:
+    with moto_server() as server:
+        yield server
+
+
+_buckets = iter(range(1000))
+
+
+@pytest.fixture
+def bucket(s3: CountingMotoServer) -> str:
+    name = f"cache-{next(_buckets)}"
+    s3.client().create_bucket(Bucket=name)
+    return name
+
+
+def _run(repogen: Repogen, s3: CountingMotoServer, *args: str) -> Any:
+    result = repogen(*args, env=s3.env)
+    assert "Traceback" not in result.err, result.err
+    return result
+
+
+def _objects(s3: CountingMotoServer, bucket: str, prefix: str = "") -> dict[str, bytes]:
+    client = s3.client()
+    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for o in page.get("Contents", [])]
+    return {k: client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys}
+
+
+def _site_drivers(site: Path) -> dict[str, str]:
+    root = site.resolve() / "driver"
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(900)
+def test_second_home_builds_nothing_and_publishes_the_same_artifacts(
+        tmp_path: Path, mirror: Any, builder_image: str, s3: CountingMotoServer, bucket: str) -> None:
+    cache = f"s3://{bucket}/team/cache"
+    config = write_config(tmp_path, [driver_yaml(NAME, VERSION, HELLO_KBUILD, "kbuild")], mirror.kernels[:1],
+                          extra=f"cache: {cache}\n")
+    first = Repogen(tmp_path / "first", config)
+    built = _run(first, s3, "build", "-j", "2", "--json")
+    assert built.code == 0, built.err
+    assert built.json["built"] == 2 and built.json["cached"] == 0
+
+    # Bazel's layout: every artifact in the content-addressed store under its own sha256, and an
+    # action-cache entry per build key naming it.
+    objects = _objects(s3, bucket, "team/cache/")
+    for result in built.json["results"]:
+        blob = objects[f"team/cache/cas/sha256/{result['sha256'][:2]}/{result['sha256']}"]
+        assert hashlib.sha256(blob).hexdigest() == result["sha256"]
+        entry = json.loads(objects[f"team/cache/ac/{NAME}/{VERSION}/{result['build_key']}.json"])
+        assert entry["artifact"] == {"sha256": result["sha256"], "size": len(blob)}
+
+    # A fresh home on "another machine": plan answers from the cache in a few requests...
+    second = Repogen(tmp_path / "second", config)
+    s3.reset()
+    plan = _run(second, s3, "plan", "--json")
+    assert plan.code == 0, plan.err
+    assert plan.json["counts"] == {"cached": 2}
+    assert len(s3.requests) <= 4, s3.requests
+
+    # ... and build downloads both artifacts: no compile, no headers download, nothing pushed.
+    s3.reset()
+    again = _run(second, s3, "build", "--json")
+    assert again.code == 0, again.err
+    assert again.json["built"] == 0 and again.json["cached"] == 2
+    assert again.json["counters"]["containers"] == 0
+    assert again.json["counters"]["header_downloads"] == 0
+    assert not [r for r in s3.requests if r[0] in ("PUT", "POST", "DELETE")], s3.requests
+    assert _run(second, s3, "plan", "--json").json["counts"] == {"built": 2}
+    assert "nothing to build" in _run(second, s3, "build").out
+
+    # Both publish the very same driver files; a third home publishes straight from the cache.
+    for repogen, site in ((first, tmp_path / "site1"), (second, tmp_path / "site2")):
+        published = _run(repogen, s3, "publish", "--site", str(site), "--json")
+        assert published.code == 0, published.err
+        assert published.json["artifacts"] == 2
+    third = Repogen(tmp_path / "third", config)
+    published = _run(third, s3, "publish", "--site", str(tmp_path / "site3"), "--json")
+    assert published.code == 0, published.err
+    assert published.json["from_cache"] == 2 and published.json["artifacts"] == 2
+    drivers = _site_drivers(tmp_path / "site1")
+    assert len(drivers) == 2
+    assert drivers == _site_drivers(tmp_path / "site2") == _site_drivers(tmp_path / "site3")
+    assert set(drivers.values()) == {r["sha256"] for r in built.json["results"]}
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(900)
+def test_corrupt_cache_entries_are_never_served_and_are_rebuilt(
+        tmp_path: Path, mirror: Any, builder_image: str, s3: CountingMotoServer, bucket: str) -> None:
+    cache = f"s3://{bucket}/c"
+    config = write_config(tmp_path, [driver_yaml(NAME, VERSION, HELLO_KBUILD, "kbuild", "[kmod]")],
+                          mirror.kernels[:1])
+    built = _run(Repogen(tmp_path / "origin", config), s3, "build", "--cache", cache, "--json")
+    assert built.code == 0, built.err
+    result = built.json["results"][0]
+    digest, key = result["sha256"], result["build_key"]
+    cas_key = f"c/cas/sha256/{digest[:2]}/{digest}"
+    ac_key = f"c/ac/{NAME}/{VERSION}/{key}.json"
+    client = s3.client()
+    good_blob = client.get_object(Bucket=bucket, Key=cas_key)["Body"].read()
+
+    # 1. An artifact whose bytes do not match its digest (same size, one byte flipped).
+    bad = bytearray(good_blob)
+    bad[len(bad) // 2] ^= 0xFF
+    client.put_object(Bucket=bucket, Key=cas_key, Body=bytes(bad))
+    home = tmp_path / "one"
+    one = _run(Repogen(home, config), s3, "build", "--cache", cache, "--json")
+    assert one.code == 0, one.err
+    assert one.json["built"] == 1 and one.json["cached"] == 0
+    assert "does not match its digest" in one.err
+    stored = home / "store" / "sha256" / digest[:2] / digest
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == digest  # the rebuilt artifact, not the bad one
+    assert hashlib.sha256(client.get_object(Bucket=bucket, Key=cas_key)["Body"].read()).hexdigest() == digest
+
+    # 2. An action-cache entry that is not JSON, and one that names another key: both rebuilt, overwritten.
+    for damage in (b'{"format": 1, "artifact": {"sha2', json.dumps(
+            {"format": 1, "build_key": "0" * 64, "artifact": {"sha256": digest, "size": len(good_blob)},
+             "record": {}}).encode()):
+        client.put_object(Bucket=bucket, Key=ac_key, Body=damage)
+        again = _run(Repogen(tmp_path / f"home-{len(damage)}", config), s3, "build", "--cache", cache, "--json")
+        assert again.code == 0, again.err
+        assert again.json["built"] == 1 and again.json["cached"] == 0
+        assert "corrupt build cache entry" in again.err
+        entry = json.loads(client.get_object(Bucket=bucket, Key=ac_key)["Body"].read())
+        assert entry["build_key"] == key and entry["artifact"]["sha256"] == again.json["results"][0]["sha256"]
+
+    # 3. A corrupt index: plan says so, rebuilds it from a listing of the entries, and still answers.
+    for k in [k for k in _objects(s3, bucket, f"c/index/{NAME}/{VERSION}/log/")]:
+        client.put_object(Bucket=bucket, Key=k, Body=b"not json")
+    plan = _run(Repogen(tmp_path / "planner", config), s3, "plan", "--cache", cache, "--json")
+    assert plan.code == 0, plan.err
+    assert "corrupt build cache index" in plan.err
+    assert plan.json["counts"] == {"cached": 1}
+    generations = _objects(s3, bucket, f"c/index/{NAME}/{VERSION}/gen/")
+    assert generations, "the rebuilt index was not written"
+    newest = json.loads(gzip.decompress(generations[max(generations)]))
+    assert key in newest["keys"]
+    client.put_object(Bucket=bucket, Key=max(generations), Body=b"\x1f\x8b garbage")
+    plan = _run(Repogen(tmp_path / "planner", config), s3, "plan", "--cache", cache, "--json")
+    assert plan.json["counts"] == {"cached": 1}, plan.err
+
+
+def _fake_matrix(tmp_path: Path, kernels: int) -> Path:
+    """A matrix of ``kernels`` kernels with pinned (made-up) header digests: plan needs no network."""
+    entries = [{"target": "debian", "kernelrelease": f"6.1.{i}-1-amd64", "kernelversion": "1",
+                "architecture": "x86_64",
+                "headers": [{"url": f"http://127.0.0.1:9/linux-headers-{i}.deb",
+                             "sha256": hashlib.sha256(str(i).encode()).hexdigest()}]} for i in range(kernels)]
+    return write_config(tmp_path, [driver_yaml(NAME, VERSION, HELLO_KBUILD, "kbuild")], entries)
+
+
+def _seed(home: Path, config: Path, s3: CountingMotoServer, cache: str, logs: int) -> int:
+    """Put every job of the matrix in the cache's index, spread over ``logs`` log objects."""
+    from repogen import config as config_mod
+    from repogen import images
+    from repogen import s3 as s3_mod
+    from repogen.home import Home
+    from repogen.matrix import expand
+    from repogen.plan import plan
+
+    cfg = config_mod.parse(config)
+    state = Home(home)
+    state.store.record_images({images.choose(k).tag: "sha256:" + "ab" * 32 for k in cfg.kernels})
+    planned = plan(state, expand(cfg), state.store.image_ids())
+    cache_obj = remote_cache.RemoteCache(s3_mod.parse_url(cache), s3.client())
+    for i, p in enumerate(planned):
+        assert p.key
+        cache_obj.note(p.job, p.key)
+        if (i + 1) % max(1, len(planned) // logs) == 0:
+            cache_obj.flush()
+    cache_obj.flush()
+    return len(planned)
+
+
+def test_plan_answers_from_the_cache_in_a_few_requests(
+        tmp_path: Path, s3: CountingMotoServer, bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(remote_cache, "LOG_BATCH", 10**9)
+    cache = f"s3://{bucket}/p"
+    config = _fake_matrix(tmp_path, 500)
+    home = tmp_path / "home"
+    jobs = _seed(home, config, s3, cache, logs=remote_cache.COMPACT_AFTER + 8)
+    repogen = Repogen(home, config)
+
+    # More log objects than a reader accepts: this plan reads them all, then compacts them.
+    s3.reset()
+    first = _run(repogen, s3, "plan", "--cache", cache, "--json")
+    assert first.code == 0, first.err
+    assert first.json["counts"] == {"cached": jobs}
+    assert any(method == "PUT" and "/gen/" in path for method, path, _ in s3.requests), s3.requests
+
+    # Now one generation: a check, a listing of gen/, its GET and a listing of log/, whatever the job count.
+    s3.reset()
+    second = _run(repogen, s3, "plan", "--cache", cache, "--json")
+    assert second.json["counts"] == {"cached": jobs}
+    assert len(s3.requests) <= 4, s3.requests
+    assert all(method == "GET" for method, _, _ in s3.requests)
+
+    # A new push lands in a small log object that the next plan reads: one request more.
+    from repogen import s3 as s3_mod
+    from repogen.store import BuildRecord
+
+    cfg_jobs = json.loads(_run(repogen, s3, "plan", "--json", "--all").out)["jobs"]
+    assert all(j["state"] == "missing" for j in cfg_jobs)  # without the cache, this home knows nothing
+    extra = _fake_matrix(tmp_path / "more", 501)
+    added = Repogen(home, extra)
+    cache_obj = remote_cache.RemoteCache(s3_mod.parse_url(cache), s3.client())
+    from repogen import config as config_mod
+    from repogen.home import Home
+    from repogen.matrix import expand
+    from repogen.plan import plan
+
+    state = Home(home)
+    new = [p for p in plan(state, expand(config_mod.parse(extra)), state.store.image_ids())
+           if p.job.kernel.kernelrelease == "6.1.500-1-amd64"]
+    artifact = tmp_path / "artifact.ko"
+    artifact.write_bytes(b"\x7fELF pretend")
+    digest = hashlib.sha256(artifact.read_bytes()).hexdigest()
+    for p in new:
+        assert p.key
+        assert cache_obj.push(p.job, BuildRecord(
+            build_key=p.key, job_id=p.job.job_id, status="ok", artifact_sha256=digest, size=12, image_id=None,
+            toolchain=None, vermagic=None, kernel_release=None, kernel_config_sha256=None, inputs="",
+            started_at=None, finished_at=None, seconds=None, log_path=None, error=None), artifact)
+    cache_obj.close()
+    s3.reset()
+    third = _run(added, s3, "plan", "--cache", cache, "--json")
+    assert third.json["counts"] == {"cached": jobs + len(new)}
+    assert len(s3.requests) <= 5, s3.requests
+
+
+def test_cache_errors_are_one_clean_line(tmp_path: Path, s3: CountingMotoServer, bucket: str) -> None:
+    config = _fake_matrix(tmp_path, 1)
+    repogen = Repogen(tmp_path / "home", config)
+    missing = repogen("plan", "--cache", "s3://no-such-bucket-here/x", env=s3.env)
+    assert missing.code == 1 and "the bucket does not exist" in missing.err and "Traceback" not in missing.err
+    unreachable = repogen("plan", "--cache", f"s3://{bucket}/x",
+                          env={**s3.env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
+    assert unreachable.code == 1 and "cannot reach the S3 endpoint" in unreachable.err
+    assert "Traceback" not in unreachable.err
+    bad_url = repogen("plan", "--cache", "s3://A_Bucket/x", env=s3.env)
+    assert bad_url.code == 2 and "not a valid S3 bucket name" in bad_url.err
+
+    text = config.read_text() + "cache: https://example.invalid/cache\n"
+    config.write_text(text)
+    line = text.count("\n")
+    invalid = repogen("validate")
+    assert invalid.code == 2
+    assert f"{config}:{line}: cache: expected s3://BUCKET/PREFIX" in invalid.err
