@@ -238,7 +238,7 @@ cache_option = click.option(
          "The endpoint and credentials come from boto3's usual chain (AWS_ENDPOINT_URL, AWS_PROFILE, ...).")
 
 
-def _remote_cache(config: Config, cache_url: str | None) -> Any:
+def _remote_cache(config: Config, cache_url: str | None, *, check: bool = True) -> Any:
     """The remote cache named on the command line or in kernels.yaml, checked reachable; or None."""
     url = cache_url or config.cache
     if not url:
@@ -246,7 +246,8 @@ def _remote_cache(config: Config, cache_url: str | None) -> Any:
     from repogen.remote_cache import RemoteCache
 
     remote = RemoteCache.from_url(url, warn=lambda m: err.print(styled(("warning:", "yellow"), f" {m}")))
-    remote.check()
+    if check:
+        remote.check()
     return remote
 
 
@@ -272,7 +273,7 @@ def plan(ctx: Ctx, only: tuple[str, ...], shard: str | None, changed_since: str 
     ids = {} if check_images else ctx.home.store.image_ids()
     if not ids:
         _, ids = _image_ids(ctx, required=False)
-    remote = _remote_cache(config, cache_url)
+    remote = _remote_cache(config, cache_url, check=False)  # reading the index says what is wrong
     remote_keys = remote.built_keys({(j.driver.name, j.driver.version) for j in jobs}) if remote else set()
     planned = make_plan(ctx.home, jobs, ids or {}, remote_keys)
     counts = Counter(p.state for p in planned)

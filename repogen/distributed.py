@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from distributed.diagnostics.plugin import WorkerPlugin
+
 from repogen.build import Builder, Counters, Result, select_work
 from repogen.errors import RepogenError
 from repogen.matrix import Selector
@@ -67,10 +69,33 @@ def _worker_builder(run_id: str, config: Config, remote: RemoteCache) -> Builder
         return builder
 
 
-def build_on_worker(run_id: str, config: Config, remote: RemoteCache, planned: Planned,
-                    force: bool) -> tuple[Result, BuildRecord | None, list[str]]:
+class RunPlugin(WorkerPlugin):
+    """What every task of a run shares (the matrix, the cache), sent once to each worker.
+
+    A Dask worker plugin, so a worker that joins (or restarts) mid-run gets it too: unlike scattered
+    data, it cannot be lost with a worker.
+    """
+
+    def __init__(self, run_id: str, config: Config, remote: RemoteCache) -> None:
+        self.name = f"repogen-run-{run_id}"
+        self.run_id = run_id
+        self.config = config
+        self.remote = remote
+
+    def teardown(self, worker: Any) -> None:
+        with _lock:
+            for key in [k for k in _builders if k[1] == self.run_id]:
+                _builders.pop(key)
+                _baselines.pop(key, None)
+
+
+def build_on_worker(run_id: str, planned: Planned, force: bool) -> tuple[Result, BuildRecord | None, list[str]]:
     """One job on this worker: the result, its build record (for the client's state), cache warnings."""
-    builder = _worker_builder(run_id, config, remote)
+    from distributed import get_worker
+
+    plugin = get_worker().plugins[f"repogen-run-{run_id}"]
+    assert isinstance(plugin, RunPlugin)
+    builder = _worker_builder(run_id, plugin.config, plugin.remote)
     result = builder.run_job(planned, force)
     record = builder.home.store.builds([result.key]).get(result.key) if result.key else None
     cache = builder.remote
@@ -120,11 +145,12 @@ def run_on_dask(address: str, builder: Builder, planned: list[Planned], *, rebui
                            hint="start one with `dask scheduler` and workers with `dask worker ADDRESS`") from None
     run_id = uuid.uuid4().hex
     try:
-        config = client.scatter(builder.config, broadcast=True, hash=False)
-        futures = {client.submit(build_on_worker, run_id, config, remote, p, p.job.job_id in forced,
+        plugin = RunPlugin(run_id, builder.config, remote)
+        client.register_plugin(plugin, name=plugin.name)
+        futures = {client.submit(build_on_worker, run_id, p, p.job.job_id in forced,
                                  key=f"repogen-build-{run_id[:12]}-{i}", pure=False, retries=1): p
                    for i, p in enumerate(todo)}
-        for future in as_completed(futures):
+        for future in as_completed(list(futures), loop=client.loop):
             p = futures[future]
             try:
                 result, record, warnings = future.result()
@@ -145,6 +171,12 @@ def run_on_dask(address: str, builder: Builder, planned: list[Planned], *, rebui
             for name, value in counts.items():
                 setattr(totals, name, getattr(totals, name) + value)
         builder.counters = totals
+        client.unregister_worker_plugin(plugin.name)
+    except RepogenError:
+        raise
+    except Exception as exc:  # the cluster went away (scheduler lost, connection closed...)
+        raise RepogenError(f"the Dask cluster at {address} failed: {type(exc).__name__}: {exc}",
+                           hint="the jobs that finished are recorded and in the cache; run the build again") from None
     finally:
         client.close()
         remote.close()

@@ -73,7 +73,9 @@ def test_dask_build_survives_a_worker_killed_mid_job(
         if victim_task:
             break
         time.sleep(0.2)
-    assert victim_task and victim_address, "no job ran long enough on a worker to be killed mid-job"
+    if not (victim_task and victim_address):
+        out, err = build.communicate(timeout=600)
+        raise AssertionError(f"no job ran long enough on a worker to be killed mid-job: {err.decode()[-3000:]}")
     victim = cluster.worker_at(victim_address)
     survivor = next(w for w in cluster.workers if w is not victim)
     victim.kill()
