@@ -681,9 +681,6 @@ def _run_publish(ctx: Ctx, site: Path, debs: tuple[str, ...], rpms: tuple[str, .
     remote = _remote_cache(config, cache_url)
     if remote is not None and not ctx.home.store.image_ids():
         _image_ids(ctx, required=False)  # build keys of what was built elsewhere need the builder image ids
-    remote = _remote_cache(config, cache_url)
-    if remote is not None and not ctx.home.store.image_ids():
-        _image_ids(ctx, required=False)  # build keys of what was built elsewhere need the builder image ids
     with err.status("publishing"):
         report = do_publish(ctx.home, config, site, signer=signer, debs=deb_files, rpms=rpm_files,
                             repo_options=options, require_boot=require_boot, remote=remote)
