@@ -451,9 +451,12 @@ def crawl(ctx: Ctx, targets: tuple[str, ...], mirror_overrides: tuple[str, ...],
     from repogen.crawl import CrawlContext, TargetResult, crawl_target
     from repogen.crawl.write import merge, render
 
+    names = ", ".join(sorted(distro.crawlable()))
     if not targets:
-        names = ", ".join(sorted(distro.crawlable()))
-        raise RepogenError("name at least one target to crawl (or files with --from)", hint=f"targets: {names}")
+        raise click.UsageError(f"name at least one target to crawl (targets: {names}), or files with --from")
+    unknown = [t for t in targets if not from_format and t.partition(":")[0] not in distro.crawlable()]
+    if unknown:
+        raise click.BadParameter(f"unknown target(s) {', '.join(unknown)} (known: {names})", param_hint="TARGET")
     given: dict[str, str] = {}
     config = None
     if ctx.config_path.exists():
@@ -464,7 +467,8 @@ def crawl(ctx: Ctx, targets: tuple[str, ...], mirror_overrides: tuple[str, ...],
     for item in mirror_overrides:
         name, sep, url = item.partition("=")
         if not sep or not name or not url.startswith(("http://", "https://", "file://")):
-            raise RepogenError(f"bad --mirror {item!r}: expected NAME=URL, e.g. debian=http://127.0.0.1:8080/debian")
+            raise click.BadParameter(f"{item!r}: expected NAME=URL, e.g. debian=http://127.0.0.1:8080/debian",
+                                     param_hint="--mirror")
         if config is not None and write and dict(config.mirrors).get(name, url) != url:
             err.print(styled(("note:", "yellow"), f" {ctx.config_path} maps mirror {name} to "
                              f"{dict(config.mirrors)[name]}; the written entries will resolve there"))
@@ -474,7 +478,7 @@ def crawl(ctx: Ctx, targets: tuple[str, ...], mirror_overrides: tuple[str, ...],
         try:
             since_date = dt.datetime.fromisoformat(since).replace(tzinfo=dt.UTC)
         except ValueError:
-            raise RepogenError(f"bad --since {since!r}: expected a date such as 2026-01-31") from None
+            raise click.BadParameter(f"{since!r}: expected a date such as 2026-01-31", param_hint="--since") from None
     results: list[TargetResult] = []
     if from_format:
         from repogen.crawl import kernelcrawler

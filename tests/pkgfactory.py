@@ -22,6 +22,7 @@ def make_deb(
     payload: str = "hello",
     file_name: str | None = None,
     nocheck: bool = False,
+    depends: str | None = None,
 ) -> Path:
     """A minimal .deb holding one file whose text is ``payload`` (vary it to vary the contents)."""
     work = out_dir / f".build-{_tag(name, version, arch, payload)}"
@@ -42,6 +43,8 @@ def make_deb(
         """)
     if source:
         control = control.replace("Section:", f"Source: {source}\nSection:")
+    if depends:
+        control = control.replace("Section:", f"Depends: {depends}\nSection:")
     (work / "DEBIAN" / "control").write_text(control)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / (file_name or f"{name}_{version.split(':')[-1]}_{arch}.deb")

@@ -116,3 +116,33 @@ def test_primary_metadata_not_matching_repomd_is_refused(rpm_repo: tuple[Path, s
     assert result.code == 1
     error = result.json["targets"][0]["error"]
     assert f"{url}/repo/repodata/{primary.name}" in error and "does not match repomd.xml" in error
+
+
+def test_a_mirror_that_never_answers_times_out_loudly(tmp_path: Path) -> None:
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # connections complete in the backlog; nothing is ever sent back
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    try:
+        result = Repogen(tmp_path / "home", tmp_path / "none.yaml")(
+            "crawl", "rocky:9/BaseOS", "--mirror", f"rocky={url}", "--json",
+            env={"REPOGEN_FETCH_TIMEOUT": "1", "REPOGEN_FETCH_RETRIES": "1"}, timeout=120)
+    finally:
+        silent.close()
+    assert result.code == 1
+    error = result.json["targets"][0]["error"]
+    assert error.startswith(f"{url}/9/BaseOS/repodata/repomd.xml") and "timed out" in error, error
+
+
+def test_since_keeps_only_kernels_built_after_the_date(rpm_repo: tuple[Path, str], tmp_path: Path) -> None:
+    _, base_url = rpm_repo
+    repogen = Repogen(tmp_path / "home", tmp_path / "none.yaml")
+    args = ["crawl", "centos:9-stream/AppStream", "--mirror", f"centos-stream={base_url}", "--json"]
+    assert repogen(*args, "--since", "2000-01-01").json["targets"][0]["found"] == 3
+    assert repogen(*args, "--since", "2999-01-01").json["targets"][0]["found"] == 0
+    bad = repogen(*args, "--since", "last tuesday")
+    assert bad.code == 2 and "--since" in bad.err and "'last tuesday'" in bad.err
+    unknown = repogen("crawl", "gentoo")
+    assert unknown.code == 2 and "unknown target(s) gentoo" in unknown.err and "rocky" in unknown.err

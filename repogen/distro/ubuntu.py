@@ -74,7 +74,7 @@ class Ubuntu(Debian, name="ubuntu"):
             packages: list[DebPackage] = []
             for suite in ctx.releases or cls.suites:
                 release = read_release(ctx, mirror, suite)
-                packages += read_packages(ctx, mirror, suite, deb_arch, ("linux-headers-", "linux-image-"), release)
+                packages += read_packages(ctx, mirror, suite, deb_arch, ("linux-",), release)  # linux-<src>-headers-*
             exact = {(p.name, p.version): p for p in packages}
             by_name: dict[str, list[DebPackage]] = defaultdict(list)
             for p in packages:
