@@ -43,7 +43,7 @@ except AttributeError:  # pragma: no cover - libyaml missing
     _Loader = yaml.SafeLoader
 
 #: A value that becomes a path component: no '/', no '..', no whitespace, NUL or control characters.
-_PATH_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]*")
+PATH_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]*")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 ARCHITECTURES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64",
                  "s390x": "s390x", "ppc64le": "ppc64le", "riscv64": "riscv64"}
@@ -156,7 +156,7 @@ def _path_safe(n: _Node, field: str, errs: _Collector) -> str | None:
     value = _string(n, field, errs)
     if value is None:
         return None
-    if not _PATH_SAFE.fullmatch(value) or ".." in value:
+    if not PATH_SAFE.fullmatch(value) or ".." in value:
         bad = next((c for c in value if not re.fullmatch(r"[A-Za-z0-9._+~-]", c)), None)
         why = (f"character {bad!r} is not allowed" if bad is not None else
                "'..' is not allowed" if ".." in value else "must start with a letter or digit")

@@ -61,3 +61,34 @@ def test_ubuntu_flavours_found_with_their_shared_headers(tmp_path: Path) -> None
     assert (aws["kernelrelease"], aws["kernelversion"]) == ("6.8.0-1015-aws", "16")
     assert aws["headers"][0]["path"].endswith("linux-aws-headers-6.8.0-1015_6.8.0-1015.16_all.deb")
     assert all(h["mirror"] == "ubuntu" and len(h["sha256"]) == 64 for h in aws["headers"])
+
+
+def test_hostile_index_entries_never_reach_kernels_yaml(tmp_path: Path) -> None:
+    """An index repogen did not make may name files outside the mirror or versions that would become
+    paths: those entries are left out with a warning, the rest is written."""
+    from repogen.serve import serve_in_thread
+
+    root = tmp_path / "ubuntu"
+    _repository(root)
+    index_path = root / "dists/jammy/main/binary-amd64/Packages.xz"
+    index = lzma.decompress(index_path.read_bytes()).decode()
+    index = index.replace("Filename: pool/main/l/linux-headers-6.8.0-1015-aws_",
+                          "Filename: pool/../../../etc/linux-headers-6.8.0-1015-aws_")
+    index_path.write_bytes(lzma.compress(index.encode()))
+    release = subprocess.run(["apt-ftparchive", "release", "dists/jammy"], cwd=root, check=True,
+                             capture_output=True, timeout=120).stdout
+    (root / "dists" / "jammy" / "Release").write_bytes(release)
+    config = tmp_path / "kernels.yaml"
+    config.write_text("drivers:\n  - {name: falco, version: '1', source: {url: 'http://127.0.0.1:9/x.tgz'}}\n"
+                      "kernels: []\nmirrors: {ubuntu: 'http://127.0.0.1:9/ubuntu'}\n")
+    server, url = serve_in_thread(root)
+    try:
+        result = Repogen(tmp_path / "home", config)(
+            "crawl", "ubuntu:jammy", "--arch", "x86_64", "--mirror", f"ubuntu={url}", "--write", "--json")
+    finally:
+        server.shutdown()
+    assert result.code == 0, result.err
+    [target] = result.json["targets"]
+    assert [k["target"] for k in target["kernels"]] == ["ubuntu-generic"]
+    assert any("not a plain path inside the mirror" in w for w in target["warnings"])
+    assert "etc/" not in config.read_text() and "ubuntu-generic" in config.read_text()

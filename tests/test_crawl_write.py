@@ -158,3 +158,22 @@ def test_the_repository_matrix_validates(tmp_path: Path) -> None:
     assert all(h.sha256 for k in config.kernels for h in k.headers)
     tens = [d for d in config.drivers if d.version.startswith("10.")]
     assert tens and all([kind.value for kind in d.kinds] == ["kmod"] for d in tens)
+
+
+def test_write_that_would_not_validate_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "kernels.yaml"
+    path.write_text(HAND_MADE.replace("mirrors:", "include: [kernels.d/*.yaml]\nmirrors:"))
+    (tmp_path / "kernels.d").mkdir()
+    (tmp_path / "kernels.d" / "centos.yaml").write_text("kernels: []\n")
+    listing = tmp_path / "list.json"
+    listing.write_text(json.dumps({
+        "Debian": [{"kernelversion": "1", "kernelrelease": "6.1.99-1-amd64", "target": "debian",
+                    "headers": ["ftp://127.0.0.1/a.deb"]}],
+        "Centos": [{"kernelversion": "1", "kernelrelease": "5.14.0-1.el9.x86_64", "target": "centos",
+                    "headers": ["http://127.0.0.1:9/kernel-devel.rpm"]}]}))
+    before = {p: p.read_bytes() for p in (path, tmp_path / "kernels.d" / "centos.yaml")}
+    result = Repogen(tmp_path / "home", path)("crawl", "--from", "kernel-crawler", str(listing), "--write")
+    assert result.code == 1
+    assert "would not validate, nothing written" in result.err and "ftp://127.0.0.1/a.deb" in result.err
+    assert {p: p.read_bytes() for p in before} == before
+    assert not (tmp_path / "kernels.d" / "debian.yaml").exists()

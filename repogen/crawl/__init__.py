@@ -13,6 +13,7 @@ kernels stay in kernels.yaml.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 from repogen import mirrors
+from repogen.config import PATH_SAFE
 from repogen.errors import FetchError, RepogenError
 from repogen.fetch import DownloadCache, UrlIndex
 
@@ -61,6 +63,20 @@ class Found:
     @property
     def ident(self) -> tuple[str, str, str, str]:
         return (self.target, self.kernelrelease, self.kernelversion, self.architecture)
+
+    def problem(self) -> str | None:
+        """Why this record, read from an index repogen did not make, must not reach kernels.yaml."""
+        for field_name in ("target", "kernelrelease", "kernelversion"):
+            value = getattr(self, field_name)
+            if not PATH_SAFE.fullmatch(value) or ".." in value:
+                return f"{field_name} {value!r} is not a safe path component"
+        for f in (*self.headers, *((self.image,) if self.image else ())):
+            path = f.path if isinstance(f, MirrorFile) else f
+            sha256 = f.sha256 if isinstance(f, MirrorFile) else None
+            if (path.startswith("/") or ".." in path.split("/") or not path.isprintable() or " " in path
+                    or (sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", sha256))):
+                return f"file {path!r} is not a plain path inside the mirror (or its sha256 is malformed)"
+        return None
 
     def as_dict(self) -> dict[str, object]:
         def one(f: MirrorFile | str) -> object:
@@ -175,6 +191,10 @@ def crawl_target(name: str, context: CrawlContext) -> TargetResult:
         found = [f for f in found if f.architecture in context.architectures]
     unique: dict[tuple[str, str, str, str], Found] = {}
     for f in found:
+        problem = f.problem()
+        if problem:
+            context.warn(f"{f.kernelrelease!r} ({f.note}): {problem}: left out")
+            continue
         unique.setdefault(f.ident, f)
     return TargetResult(name, list(unique.values()), error, context.warnings, context.requests,
                         time.monotonic() - started)

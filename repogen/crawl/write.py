@@ -17,8 +17,9 @@ from pathlib import Path
 
 import yaml
 
+from repogen import config as config_mod
 from repogen.crawl import Found, MirrorFile
-from repogen.errors import RepogenError
+from repogen.errors import ConfigErrors, RepogenError
 from repogen.model import Config
 
 _PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/+~-]*")
@@ -128,14 +129,28 @@ def merge(config: Config, config_path: Path, found: list[Found]) -> list[Written
     by_file: dict[Path, list[Found]] = {}
     for f in new:
         by_file.setdefault(destination(config, config_path, f.target), []).append(f)
-    written = []
+    originals: dict[Path, str | None] = {}
+    updated: dict[Path, str] = {}
     for path, entries in by_file.items():
-        text = path.read_text(encoding="utf-8") if path.exists() else (
-            f"# Kernels found by `repogen crawl {entries[0].target} --write`.\n")
-        updated = insert_entries(text, entries, str(path))
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(updated, encoding="utf-8")
-        os.replace(tmp, path)
-        written.append(Written(path, len(entries)))
-    return written
+        originals[path] = path.read_text(encoding="utf-8") if path.exists() else None
+        text = originals[path] or f"# Kernels found by `repogen crawl {entries[0].target} --write`.\n"
+        updated[path] = insert_entries(text, entries, str(path))
+    for path, text in updated.items():
+        _replace(path, text)
+    try:  # the result must validate; if not, every file goes back to what it was
+        config_mod.parse(config_path)
+    except ConfigErrors as exc:
+        for path, original in originals.items():
+            if original is None:
+                path.unlink(missing_ok=True)
+            else:
+                _replace(path, original)
+        raise RepogenError(f"the merged matrix would not validate, nothing written:\n{exc}") from None
+    return [Written(path, len(entries)) for path, entries in by_file.items()]
+
+
+def _replace(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -119,9 +119,6 @@ class Distro:
 
     # -- crawl: where its kernels are published -------------------------------------------------
 
-    #: Names of the mirrors this distribution's crawl reads (see repogen.mirrors for defaults).
-    mirror_names: ClassVar[tuple[str, ...]] = ()
-
     @classmethod
     def crawl(cls, ctx: CrawlContext) -> list[Found]:
         from repogen.errors import RepogenError

@@ -53,7 +53,6 @@ class Debian(Distro, name="debian"):
     package_format = PackageFormat.deb
     kernel_dir_globs = ("usr/src/linux-headers-*",)
     kernelversion_hint = "'1' for Debian kernels"
-    mirror_names: ClassVar[tuple[str, ...]] = ("debian", "debian-security")
     #: (mirror, suite) read by default: Debian 11, 12 and 13 with their security suites and backports.
     suites: ClassVar[tuple[str, ...]] = ("bullseye", "bullseye-security", "bookworm", "bookworm-security",
                                          "bookworm-backports", "trixie", "trixie-security")

@@ -41,7 +41,6 @@ class Ubuntu(Debian, name="ubuntu"):
     target_pattern = r"ubuntu-[a-z]+"
     os_ids: ClassVar[tuple[str, ...]] = ("ubuntu",)
     kernelversion_hint = "`uname -v` after '#' without '-Ubuntu', e.g. 45 or 45~22.04.1"
-    mirror_names: ClassVar[tuple[str, ...]] = ("ubuntu", "ubuntu-ports")
     suites: ClassVar[tuple[str, ...]] = ("jammy", "jammy-updates", "jammy-security",
                                          "noble", "noble-updates", "noble-security")
 
