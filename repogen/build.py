@@ -92,6 +92,8 @@ class Builder:
         self.counters = Counters()
         #: Dask workers push entries and leave the index log to the client, which sees every result.
         self.log_pushes = True
+        #: Who holds this builder's cache leases (None: this process); a Dask run shares one name.
+        self.lease_owner: str | None = None
 
     # shared, once-only steps --------------------------------------------------------------------
     def _source(self, driver: Driver) -> SourceTree:
@@ -188,6 +190,7 @@ class Builder:
         key: str | None = None
         inputs = ""
         log_path: Path | None = None
+        leased = False
         try:
             if not image_id:
                 raise BuildError(f"builder image {chain.tag} is missing",
@@ -211,6 +214,12 @@ class Builder:
                 return Result(job, "up-to-date", key=key)
             if key != early_key and (cached := self._from_cache(planned, key, force, started)) is not None:
                 return cached
+            if self.remote is not None and not force:  # another machine compiling this key: wait for it
+                ttl = self.config.limits.timeout_seconds + 600
+                if (waited := self.remote.claim_or_wait(job, key, self.home.store, ttl=ttl,
+                                                        owner=self.lease_owner)) is not None:
+                    return Result(job, "cached", time.time() - started, key, waited.artifact_sha256)
+                leased = True
             reason = self._reason(planned, force, inputs_record)
             log_path = self._log_path(job, key)
             tree = self._tree(job, files)
@@ -233,6 +242,9 @@ class Builder:
                          inputs=inputs)
             return Result(job, "failed", time.time() - started, failed_key, error=message,
                           log=str(log_path) if log_path else None)
+        finally:
+            if leased and self.remote is not None and key:
+                self.remote.release(job, key)
 
     def _reason(self, planned: Planned, force: bool, inputs: dict[str, Any]) -> str | None:
         """Why this job compiles, from the inputs it really has against its current artifact's."""

@@ -60,6 +60,7 @@ def _worker_builder(run_id: str, config: Config, remote: RemoteCache) -> Builder
         home.store.record_images(ids)
         builder = Builder(home, config, client, image_ids=ids, remote=remote)
         builder.log_pushes = False  # the client writes the index log: it sees every result
+        builder.lease_owner = f"dask-run-{run_id}"  # a job retried after a lost worker takes its lease over
         _builders[key] = builder
         _baselines[key] = (home.downloads.downloads, home.headers.unpacked, home.sources.fetches)
         while len(_builders) > _KEEP_RUNS:

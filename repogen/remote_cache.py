@@ -3,6 +3,7 @@
 Layout under ``s3://BUCKET/PREFIX/``::
 
     cas/sha256/<ab>/<digest>                         artifacts, named by their sha256
+    lease/<name>/<version>/<build_key>.json          "being built by OWNER until T" (conditional PUT)
     ac/<name>/<version>/<build_key>.json             build key -> artifact digest + the build record
     index/<name>/<version>/gen/<NNNNNNNNNN>.json.gz  compacted index: every build key of that driver version
     index/<name>/<version>/log/<time>-<id>.json      small append objects: keys pushed since
@@ -14,6 +15,11 @@ one listing of ``gen/``, one GET of the newest generation, one listing of ``log/
 object not yet compacted, per driver version. Whoever reads more than :data:`COMPACT_AFTER` log
 objects writes the next generation with a conditional PUT (``If-None-Match: *``: one writer wins) and
 deletes the log objects the previous generation had already absorbed.
+
+Before compiling, a machine takes the key's lease with a conditional PUT (``If-None-Match: *``); a
+machine that finds it taken waits for the holder's entry instead of compiling the same thing, and
+takes over when the lease expires (a holder that crashed) or is released without an entry (a failed
+build). So any number of machines sharing one cache compile each build key once.
 
 Nothing in the bucket is trusted: a malformed entry or index, or an artifact whose digest differs, is
 reported, never served, and rebuilt (an index from a listing of ``ac/``, an entry by building again
@@ -30,6 +36,7 @@ import json
 import logging
 import os
 import re
+import socket
 import tempfile
 import threading
 import time
@@ -51,6 +58,8 @@ COMPACT_AFTER = 32
 LOG_BATCH = 64
 LOG_SECONDS = 20.0
 KEEP_GENERATIONS = 3
+#: How often a machine waiting for another's build of the same key looks again.
+LEASE_POLL_SECONDS = 2.0
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 #: Fields of a build record that travel in an action-cache entry (machine-local ones stay home).
 _RECORD_FIELDS = ("image_id", "toolchain", "vermagic", "kernel_release", "kernel_config_sha256", "inputs",
@@ -296,6 +305,59 @@ class RemoteCache:
             self.note(job, record.build_key)
         return True
 
+    # -- leases: one machine compiles a key at a time -------------------------------------------------
+    def _lease_key(self, job: Job, build_key: str) -> str:
+        return self.location.key("lease", job.driver.name, job.driver.version, f"{build_key}.json")
+
+    def claim_or_wait(self, job: Job, build_key: str, store: Store, *, ttl: float,
+                      owner: str | None = None) -> BuildRecord | None:
+        """Take the lease on ``build_key`` (None: compile it here), or wait while another machine holds
+        it and return its result from the cache. A cache that cannot be written is a warning: compile.
+
+        A lease held under our own ``owner`` is ours to take over (a Dask run retrying a job whose
+        worker died: every worker of the run shares the run's owner name)."""
+        owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        where = self._lease_key(job, build_key)
+        deadline = time.monotonic() + ttl + 60
+        try:
+            while time.monotonic() < deadline:
+                body = json.dumps({"owner": owner, "job": job.job_id, "expires": time.time() + ttl}).encode()
+                try:
+                    self.client.put_object(Bucket=self.location.bucket, Key=where, Body=body, IfNoneMatch="*",
+                                           ContentType="application/json")
+                    return None  # ours
+                except Exception as exc:
+                    if s3.error_code(exc) not in s3.PRECONDITION:
+                        raise
+                holder = self._get(where)
+                if holder is not None and _lease_owner(holder) == owner:
+                    self.client.put_object(Bucket=self.location.bucket, Key=where, Body=body,
+                                           ContentType="application/json")
+                    return None  # ours already (retried after a lost worker)
+                expires = _lease_expiry(holder)
+                if holder is not None and (expires is None or expires < time.time()):
+                    # The holder crashed (or wrote garbage): its lease is void; race for a new one.
+                    self.warn(f"build cache {self.location}: lease on {job.label} expired; building it here")
+                    self.client.delete_object(Bucket=self.location.bucket, Key=where)
+                    continue
+                while holder is not None and time.monotonic() < deadline:
+                    time.sleep(LEASE_POLL_SECONDS)
+                    record = self.restore(job, build_key, store)
+                    if record is not None:
+                        return record
+                    holder = self._get(where)
+                    if holder is not None and (_lease_expiry(holder) or 0) < time.time():
+                        break
+        except Exception as exc:
+            self.warn(f"build cache {self.location}: lease on {job.label}: {_short(exc)}; building it here")
+        return None
+
+    def release(self, job: Job, build_key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.location.bucket, Key=self._lease_key(job, build_key))
+        except Exception as exc:  # it expires on its own
+            self.warn(f"build cache {self.location}: could not release the lease on {job.label}: {_short(exc)}")
+
     # -- the index ----------------------------------------------------------------------------------
     def note(self, job: Job, build_key: str) -> None:
         """Queue ``build_key`` for the driver version's index log; written in batches."""
@@ -403,7 +465,7 @@ class RemoteCache:
             self.client.put_object(Bucket=self.location.bucket, Key=where, Body=body, IfNoneMatch="*",
                                    ContentType="application/json", ContentEncoding="gzip")
         except Exception as exc:
-            if s3.error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            if s3.error_code(exc) in s3.PRECONDITION:
                 return  # another reader compacted first; its generation is as good
             raise
         # Log objects the previous generation absorbed are in this one too: readers of either have them.
@@ -411,6 +473,22 @@ class RemoteCache:
         older = [g for g in self._list(self._index(part.name, part.version, "gen") + "/")
                  if _generation_number(g) <= number - KEEP_GENERATIONS]
         self._delete(stale + older)
+
+
+def _lease_owner(data: bytes) -> str | None:
+    try:
+        owner = json.loads(data).get("owner")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return None
+    return owner if isinstance(owner, str) else None
+
+
+def _lease_expiry(data: bytes | None) -> float | None:
+    try:
+        value = json.loads(data or b"").get("expires")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _generation_number(key: str) -> int:

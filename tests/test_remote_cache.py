@@ -10,6 +10,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -277,3 +280,26 @@ def test_cache_errors_are_one_clean_line(tmp_path: Path, s3: CountingMotoServer,
     invalid = repogen("validate")
     assert invalid.code == 2
     assert f"{config}:{line}: cache: expected s3://BUCKET/PREFIX" in invalid.err
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(900)
+def test_two_machines_building_the_same_job_at_once_compile_it_once(
+        tmp_path: Path, mirror: Any, builder_image: str, s3: CountingMotoServer, bucket: str) -> None:
+    cache = f"s3://{bucket}/race"
+    config = write_config(tmp_path, [driver_yaml(NAME, "0.4.0", HELLO_KBUILD, "kbuild", "[kmod]")],
+                          mirror.kernels[:1])
+    runs = [subprocess.Popen([sys.executable, "-m", "repogen", "--home", str(tmp_path / f"machine{i}"), "-c",
+                              str(config), "build", "--cache", cache, "--json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **s3.env})
+            for i in range(2)]
+    reports = []
+    for run in runs:
+        out, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err.decode()
+        reports.append(json.loads(out))
+    # One compiled it; the other waited on its lease and took the result from the cache.
+    assert sorted(r["results"][0]["status"] for r in reports) == ["built", "cached"]
+    assert sum(r["counters"]["containers"] for r in reports) == 1
+    assert reports[0]["results"][0]["sha256"] == reports[1]["results"][0]["sha256"]
+    assert not _objects(s3, bucket, "race/lease/"), "the lease was not released"
