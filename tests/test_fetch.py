@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from repogen.errors import FetchError
-from repogen.fetch import DownloadCache, UrlIndex
+from repogen.fetch import RETRY_STATUSES, DownloadCache, UrlIndex
 
 BODY = os.urandom(64 * 1024)
 DIGEST = hashlib.sha256(BODY).hexdigest()
@@ -183,3 +183,16 @@ def test_file_urls_and_stale_parts(tmp_path: Path) -> None:
     assert _leftovers(cache) == [".part-fresh"], "a stale .part was kept, or a live one removed"
     with pytest.raises(FetchError, match="No such file"):
         cache.get((tmp_path / "missing").as_uri())
+
+
+def test_retry_after_is_honoured_only_up_to_a_bound() -> None:
+    from urllib3.response import HTTPResponse
+
+    from repogen.fetch import _Retry
+
+    retry = _Retry(total=2, status_forcelist=RETRY_STATUSES, respect_retry_after_header=True)
+    for header, seconds in (("3600", _Retry.MAX_RETRY_AFTER), ("2", 2.0), ("0", 0.0)):
+        response = HTTPResponse(status=503, headers={"Retry-After": header})
+        assert retry.get_retry_after(response) == seconds
+        assert retry.is_retry("GET", 503, has_retry_after=True)
+    assert not retry.is_retry("GET", 404)
