@@ -327,8 +327,11 @@ def _upload(root: Path, local: dict[str, LocalFile], location: S3Location, s3: A
                 pending = {pool.submit(one, item) for item in items}
                 while pending:
                     finished, pending = wait(pending, timeout=CHECKPOINT_SECONDS, return_when=FIRST_EXCEPTION)
-                    for future in finished:
-                        future.result()  # the first failure stops the upload; the manifest stays true
+                    failed = next((f for f in finished if f.exception() is not None), None)
+                    if failed is not None:  # the first failure stops the upload; the manifest stays true
+                        for future in pending:
+                            future.cancel()
+                        failed.result()
                     if pending and (done - last_checkpoint[1] >= CHECKPOINT_FILES
                                     or time.monotonic() - last_checkpoint[0] >= CHECKPOINT_SECONDS):
                         with guard:

@@ -33,6 +33,7 @@ class CountingMotoServer(ThreadedMotoServer):
         self.requests: list[tuple[str, str, str]] = []
         self.raw_uris: list[str] = []  # as sent, before the server decodes %2B (parallel to ``requests``)
         self.put_delay = 0.0  # seconds each object PUT waits before it is handled (to kill a client mid-upload)
+        self.deny_puts: set[str] = set()  # a PUT whose path contains one of these gets 403 AccessDenied
         self.put_checksums: dict[str, str] = {}  # path -> the x-amz-checksum-sha256 its last PUT carried
         self.bytes_in = 0   # request line, headers and body, as received (approximately the wire bytes)
         self.bytes_out = 0  # status line, headers and body, as sent
@@ -55,6 +56,11 @@ class CountingMotoServer(ThreadedMotoServer):
                     self.put_checksums[environ.get("PATH_INFO", "")] = environ["HTTP_X_AMZ_CHECKSUM_SHA256"]
             if self.put_delay and environ["REQUEST_METHOD"] == "PUT":
                 time.sleep(self.put_delay)
+            if environ["REQUEST_METHOD"] == "PUT" and any(d in environ.get("PATH_INFO", "") for d in self.deny_puts):
+                environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+                start_response("403 Forbidden", [("Content-Type", "application/xml")])
+                return [b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>AccessDenied</Code>"
+                        b"<Message>Access Denied</Message></Error>"]
 
             def counted_start(status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
                 with self._lock:

@@ -377,6 +377,28 @@ def test_kill_9_mid_upload_leaves_the_bucket_consistent_and_the_next_run_complet
     assert_manifest_true(moto, bucket, final)
 
 
+def test_an_s3_error_mid_upload_stops_cleanly_and_the_next_run_completes(
+        moto: CountingMotoServer, tree: Tree, bucket: str) -> None:
+    assert upload(moto, tree.site, bucket).code == 0
+    tree.publish(12)
+    moto.deny_puts = {"6.1.108-1-amd64"}  # one new kernel's files are refused
+    try:
+        result = upload(moto, tree.site, bucket)
+    finally:
+        moto.deny_puts = set()
+    assert result.code == 1
+    assert "access denied" in result.err and "Traceback" not in result.err
+    midway = bucket_objects(moto, bucket)
+    assert f"{PREFIX}/{LOCK}" not in midway  # released on the way out
+    assert_consistent(midway)
+    assert_manifest_true(moto, bucket, midway)
+    for name in ("index.json", "SHA256SUMS", "deb/dists/stable/InRelease"):
+        assert midway[f"{PREFIX}/{name}"] != tree.files()[name]  # no index went up ahead of its files
+    result = upload(moto, tree.site, bucket)
+    assert result.code == 0, result.err
+    assert under_prefix(bucket_objects(moto, bucket)) == tree.files()
+
+
 def _write_lock(moto: CountingMotoServer, bucket: str, ttl: float) -> None:
     moto.client().put_object(Bucket=bucket, Key=f"{PREFIX}/{LOCK}", Body=json.dumps(
         {"owner": "builder-7:4242:feedbeef", "host": "builder-7", "pid": 4242, "ttl": ttl}).encode())
