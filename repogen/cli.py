@@ -363,7 +363,14 @@ def build(ctx: Ctx, only: tuple[str, ...], shard: str | None, changed_since: str
     client, ids = _image_ids(ctx, required=not dask_scheduler)
     planned = make_plan(ctx.home, selected, ids or {})
     builder = Builder(ctx.home, config, client, image_ids=ids or {}, keep_work=keep_work, remote=remote)
-    todo = len(select_work(planned, rebuild_selectors)[0])
+    work, forced = select_work(planned, rebuild_selectors)
+    todo = len(work)
+    if todo and not as_json:
+        from repogen.reasons import FORCED
+
+        why = Counter(FORCED if p.job.job_id in forced else (p.reason or "re-checked") for p in work)
+        err.print(f"{todo} to build: " + ", ".join(f"{n} {reason}" for reason, n in why.most_common(5))
+                  + (f", {sum(n for _, n in why.most_common()[5:])} other" if len(why) > 5 else ""))
     if todo == 0:
         message = f"nothing to build: all {len(planned)} artifacts are up to date"
         if as_json:

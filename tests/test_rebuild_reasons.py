@@ -66,6 +66,7 @@ def test_build_and_plan_say_why_and_gc_collects_what_rebuilds_left(tmp_path: Pat
     assert _by_reason(first) == [("built", "never built")]
     forced = repogen("build", "--rebuild", "kind=kmod")  # the plain output says why too
     assert forced.code == 0 and reasons.FORCED in forced.err, forced.err
+    assert f"1 to build: 1 {reasons.FORCED}" in forced.err, forced.err  # said before it starts
 
     # Another checkout on the same engine retagged the builder image: plan says so, without Docker.
     with sqlite3.connect(home / "state.db") as db:
