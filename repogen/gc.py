@@ -6,8 +6,9 @@ References come from the state database and the matrix in kernels.yaml:
   whether or not the job is still in the matrix: artifacts are small and a kernel may come back);
   superseded artifacts are removed and their build rows marked ``collected``, so they are rebuilt
   rather than served if their inputs ever come back;
-- downloads, unpacked kernels, driver sources and prepared driver trees: kept when the matrix still
-  names them (its header and source URLs, their digests, the recorded builder images);
+- downloads, unpacked kernels and kernel images, driver sources and prepared driver trees: kept when
+  the matrix still names them (its header, kernel image and source URLs, their digests, the recorded
+  builder images);
 - build logs: kept for each job's last and current build;
 - ``work/`` scratch, interrupted downloads and stale staging directories: removed after an hour;
 - old generations of ``site``: the live one and the newest ``keep_generations`` others are kept.
@@ -34,7 +35,7 @@ STALE_SECONDS = 3600
 
 @dataclass(frozen=True)
 class Removal:
-    what: str  # artifact, download, kernel, source, prepared, log, work, generation
+    what: str  # artifact, download, kernel, boot-image, source, prepared, log, work, generation
     path: Path
     size: int
 
@@ -83,6 +84,13 @@ def _stale(path: Path, now: float) -> bool:
         return False
 
 
+def _busy(path: Path, now: float) -> bool:
+    """A staging or partial entry (``.name``, ``*.tmp*``, ``*.staging``) that may belong to a running
+    build: left alone until it is stale."""
+    name = path.name
+    return (name.startswith(".") or ".tmp" in name or name.endswith(".staging")) and not _stale(path, now)
+
+
 def find_garbage(home: Home, config: Config, site: Path | None, *, keep_generations: int = 2,
                  now: float | None = None) -> list[Removal]:
     """Everything gc would remove, without removing anything."""
@@ -101,19 +109,23 @@ def find_garbage(home: Home, config: Config, site: Path | None, *, keep_generati
     referenced = store.current_artifacts()
     for prefix in _children(store.objects):
         for obj in _children(prefix):
-            if obj.name not in referenced and (not obj.name.startswith(".") or _stale(obj, now)):
+            if obj.name not in referenced and not _busy(obj, now):
                 add("artifact", obj)
     # Downloads: the digests of the URLs the matrix names.
     url_digests = store.url_digests()
-    urls = {h.url for k in config.kernels for h in k.headers}
-    urls |= {d.source.url for d in config.drivers if d.source.url}
+    named = [h for k in config.kernels for h in (*k.headers, *([k.image] if k.image else []))]
+    urls = {h.url for h in named} | {d.source.url for d in config.drivers if d.source.url}
     wanted_downloads = {url_digests[u] for u in urls if u in url_digests}
-    wanted_downloads |= {h.sha256 for k in config.kernels for h in k.headers if h.sha256}
+    wanted_downloads |= {h.sha256 for h in named if h.sha256}
+    wanted_downloads |= {d.source.sha256 for d in config.drivers if d.source.url and d.source.sha256}
     for path in _children(home.downloads.root):
-        if path.name.startswith(".part-") and not _stale(path, now):
-            continue
-        if path.name not in wanted_downloads:
+        if path.name not in wanted_downloads and not _busy(path, now):
             add("download", path)
+    # Kernel images unpacked for the boot check: one directory per image package digest.
+    wanted_images = {k.image.sha256 or url_digests.get(k.image.url) for k in config.kernels if k.image}
+    for path in _children(home.path / "cache" / "boot"):
+        if path.name not in wanted_images and not _busy(path, now):
+            add("boot-image", path)
     # Unpacked kernels: one directory per set of header digests.
     wanted_kernels = set()
     for kernel in config.kernels:
@@ -121,7 +133,7 @@ def find_garbage(home: Home, config: Config, site: Path | None, *, keep_generati
         if all(digests):
             wanted_kernels.add(HeadersCache.key([d for d in digests if d]))
     for path in _children(home.headers.root):
-        if path.name not in wanted_kernels and (".tmp" not in path.name or _stale(path, now)):
+        if path.name not in wanted_kernels and not _busy(path, now):
             add("kernel", path)
     # Driver sources and prepared trees.
     source_digests = set()
@@ -134,11 +146,11 @@ def find_garbage(home: Home, config: Config, site: Path | None, *, keep_generati
                        for d in config.drivers for image in image_ids
                        for digest in [plan._known_source_digest(home, d, {})] if digest}
     for path in _children(home.sources.root):
-        if path.name not in source_digests and (".tmp" not in path.name or _stale(path, now)):
+        if path.name not in source_digests and not _busy(path, now):
             add("source", path)
     for path in _children(home.prepared):
-        name = path.name.split(".", 1)[0]
-        if name not in wanted_prepared and ("." not in path.name or _stale(path, now)):
+        if path.name not in wanted_prepared and not _busy(path, now) and not (
+                "." in path.name and not _stale(path, now)):
             add("prepared", path)
     # Build logs: those of each job's last and current build.
     wanted_logs = store.current_logs()

@@ -401,3 +401,37 @@ def test_milestones_of_a_docker_build() -> None:
     assert milestone("Step 3/7 : RUN apt-get install -y gcc-12") == "step 3/7: RUN apt-get install -y gcc-12"
     assert milestone("Get:12 http://127.0.0.1/debian bookworm/main amd64 gcc-12 [19.0 MB]") is None
     assert milestone("I: Retrieving libc6 2.36-9") == "downloading packages"
+
+
+def test_gc_keeps_the_downloads_the_matrix_names_kernel_images_included(tmp_path: Path) -> None:
+    """Real downloads over HTTP into a real home; gc removes only the one no kernel names any more."""
+    from repogen.home import Home
+    from repogen.serve import serve_in_thread
+
+    served = tmp_path / "mirror"
+    served.mkdir()
+    for name in ("linux-headers.deb", "linux-image.deb", "linux-headers-old.deb"):
+        (served / name).write_bytes(name.encode() * 1000)
+    server, base_url = serve_in_thread(served)
+    try:
+        home = Home(tmp_path / "project" / ".repogen")
+        fetched = {name: home.downloads.get(f"{base_url}/{name}") for name in
+                   ("linux-headers.deb", "linux-image.deb", "linux-headers-old.deb")}
+    finally:
+        server.shutdown()
+    config = write_config(tmp_path / "project", [driver_yaml("hello_repogen", "0.1.0", HELLO_KBUILD, "kbuild")],
+                          [{"target": "debian", "kernelrelease": "6.1.100-1-amd64", "kernelversion": "1",
+                            "architecture": "x86_64", "headers": [f"{base_url}/linux-headers.deb"]}],
+                          extra="")
+    config.write_text(config.read_text().replace(
+        "    headers:\n", f"    image: {base_url}/linux-image.deb\n    headers:\n"))
+    dry = run("-c", str(config), "gc", "--dry-run", "--json", cwd=tmp_path)
+    assert dry.code == 0, dry.err
+    old = str(fetched["linux-headers-old.deb"].path)
+    assert [p for p in dry.json["paths"] if "/cache/downloads/" in p] == [old], dry.json
+    done = run("-c", str(config), "gc", "--json", cwd=tmp_path)
+    assert done.code == 0 and done.json["freed"] >= len(b"linux-headers-old.deb") * 1000, done.err
+    assert not Path(old).exists()
+    assert fetched["linux-headers.deb"].path.exists() and fetched["linux-image.deb"].path.exists()
+    # The database forgot the removed download too: asking for it fetches it again, not a missing file.
+    assert Home(tmp_path / "project" / ".repogen").store.get(f"{base_url}/linux-headers-old.deb") is None
