@@ -910,11 +910,17 @@ def upload(target: str, site: Path, endpoint_url: str | None, distribution: str 
     def notify(message: str) -> None:
         progress.console.print(styled(("note:", "yellow"), f" {message}"))
 
+    def stage(name: str, files: int) -> None:
+        """One line per stage where no progress bar is drawn (CI logs)."""
+        if not as_json and not err.is_terminal:
+            err.print(f"uploading {files} {name} file{'s' if files != 1 else ''}")
+
     with progress, s3.errors(where, "uploading to"):
         report = do_upload(site, where, client, dry_run=dry_run, lock_wait=lock_wait, notify=notify,
                            distribution=distribution,
                            cloudfront=s3.cloudfront_client,
-                           progress=lambda done, total: progress.update(task, completed=done, total=total))
+                           progress=lambda done, total: progress.update(task, completed=done, total=total),
+                           on_stage=stage)
     if as_json:
         emit_json(report.as_json())
         return

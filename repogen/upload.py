@@ -251,13 +251,14 @@ def upload(
     distribution: str | None = None,
     notify: Callable[[str], None] = lambda message: None,
     progress: Callable[[int, int], None] = lambda done, total: None,
+    on_stage: Callable[[str, int], None] = lambda stage, files: None,
 ) -> UploadReport:
     root, local = read_tree(site)
     report = UploadReport(str(location), root.name, files=len(local), dry_run=dry_run)
     with counted(s3) as requests:
         try:
             _upload(root, local, location, s3, report, dry_run=dry_run, lock_wait=lock_wait, lock_ttl=lock_ttl,
-                    threads=threads, notify=notify, progress=progress)
+                    threads=threads, notify=notify, progress=progress, on_stage=on_stage)
         finally:
             report.requests = requests[0]
     if distribution and report.uploaded and not dry_run:
@@ -268,7 +269,7 @@ def upload(
 
 def _upload(root: Path, local: dict[str, LocalFile], location: S3Location, s3: Any, report: UploadReport, *,
             dry_run: bool, lock_wait: float, lock_ttl: float, threads: int, notify: Callable[[str], None],
-            progress: Callable[[int, int], None]) -> None:
+            progress: Callable[[int, int], None], on_stage: Callable[[str, int], None]) -> None:
     read = read_manifest(s3, location)
     if read.corrupt:
         report.notes.append(f"the manifest in the bucket is corrupt ({read.corrupt}): not trusted, "
@@ -324,6 +325,7 @@ def _upload(root: Path, local: dict[str, LocalFile], location: S3Location, s3: A
                 if not items:
                     continue
                 report.stages[stage.name] = len(items)
+                on_stage(stage.name, len(items))
                 pending = {pool.submit(one, item) for item in items}
                 while pending:
                     finished, pending = wait(pending, timeout=CHECKPOINT_SECONDS, return_when=FIRST_EXCEPTION)

@@ -394,8 +394,12 @@ def test_an_s3_error_mid_upload_stops_cleanly_and_the_next_run_completes(
     assert_manifest_true(moto, bucket, midway)
     for name in ("index.json", "SHA256SUMS", "deb/dists/stable/InRelease"):
         assert midway[f"{PREFIX}/{name}"] != tree.files()[name]  # no index went up ahead of its files
-    result = upload(moto, tree.site, bucket)
+    result = repogen("upload", "--site", str(tree.site), f"s3://{bucket}/{PREFIX}", env=moto.env)
     assert result.code == 0, result.err
+    # Without a terminal (CI logs), one line per stage says what is going on.
+    stages = re.findall(r"^uploading \d+ (\w+) files?$", result.err, re.M)
+    assert stages[0] == "content" and stages[-1] == "entry" and stages == sorted(stages, key=lambda n: Stage[n])
+    assert "uploaded" in result.out
     assert under_prefix(bucket_objects(moto, bucket)) == tree.files()
 
 
