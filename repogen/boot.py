@@ -7,9 +7,12 @@ script, and the module; nothing else from the host. ``/init`` runs ``insmod`` an
 saw on the serial console between ``@@repogen`` markers; the kernel's own words (``disagrees about
 version of symbol module_layout``, ``Unknown symbol``) are the reason a refused module gets.
 
-The legacy eBPF probe is not loaded in the VM: its ``maps`` section of ``struct bpf_map_def`` is
-the format libbpf >= 1.0 (and so every ``bpftool`` Debian ships) refuses to parse, and Falco's own
-loader is libscap. Instead :func:`check_probe` checks the probe's ELF for what that loader needs.
+Falco's legacy eBPF probe declares its maps in a ``maps`` section of ``struct bpf_map_def``, which
+libbpf >= 1.0 refuses to open ("legacy map definitions in 'maps' section are not supported"), so
+bookworm's and trixie's ``bpftool`` cannot load it; Falco's own loader is libscap. Every probe gets
+:func:`check_probe`, an ELF check of what that loader needs; and with ``REPOGEN_BPFTOOL`` naming an
+older bpftool (Debian 11's 5.10, libbpf 0.3, which reads legacy maps), the probe is also loaded in
+the VM with ``bpftool prog loadall``, so every program goes through the kernel's own verifier.
 """
 
 from __future__ import annotations
@@ -297,7 +300,28 @@ class Cpio:
         return b"".join(self.parts)
 
 
-def initramfs(busybox: bytes, module: bytes, name: str) -> bytes:
+PROBE_INIT = """#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /sys/fs/bpf /tmp
+mount -t bpf bpf /sys/fs/bpf
+echo "@@repogen uname $(uname -r)"
+echo "@@repogen insmod"
+if /bpftool/bpftool prog loadall /{name}.o /sys/fs/bpf/probe >/tmp/bpftool.out 2>&1; then echo "@@repogen insmod-ok"
+else echo "@@repogen insmod-failed bpftool prog loadall failed"; fi
+grep -v 'elf: skipping' /tmp/bpftool.out | tail -n 40 | while read -r line; do echo "@@repogen dmesg $line"; done
+echo "@@repogen programs $(ls /sys/fs/bpf/probe 2>/dev/null | wc -l)"
+echo "@@repogen end"
+reboot -f
+"""
+
+
+def initramfs(busybox: bytes, module: bytes, name: str, *, bpftool: dict[str, bytes] | None = None) -> bytes:
+    """The VM's whole userland: busybox, /init, the module (or, with ``bpftool``, the probe and the
+    bpftool that loads it, with its shared libraries at their paths)."""
     if not _SAFE_NAME.fullmatch(name):
         raise RepogenError(f"module name {name!r} cannot be boot-checked (letters, digits, _ and - only)")
     archive = Cpio()
@@ -305,9 +329,45 @@ def initramfs(busybox: bytes, module: bytes, name: str) -> bytes:
         archive.directory(directory)
     archive.add("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1))
     archive.file("bin/busybox", busybox, 0o755)
-    archive.file("init", INIT.format(name=name, module_dir=name.replace("-", "_")).encode(), 0o755)
-    archive.file(f"{name}.ko", module)
+    if bpftool is None:
+        archive.file("init", INIT.format(name=name, module_dir=name.replace("-", "_")).encode(), 0o755)
+        archive.file(f"{name}.ko", module)
+        return archive.getvalue()
+    archive.file("init", PROBE_INIT.format(name=name).encode(), 0o755)
+    archive.file(f"{name}.o", module)
+    made = {"bin", "dev", "proc", "sys", "tmp"}
+    for path, data in sorted(bpftool.items()):
+        parts = path.strip("/").split("/")
+        for i in range(1, len(parts)):
+            directory = "/".join(parts[:i])
+            if directory not in made:
+                archive.directory(directory)
+                made.add(directory)
+        archive.file("/".join(parts), data, 0o755)
     return archive.getvalue()
+
+
+def bpftool_files(bpftool: Path) -> dict[str, bytes]:
+    """A bpftool and the shared libraries it needs (as ``ldd`` names them), for the VM.
+
+    It must be one whose libbpf still reads the legacy ``maps`` section (libbpf < 1.0, e.g. Debian
+    11's bpftool 5.10): Falco's legacy probe is written that way, and newer bpftool refuses to open it.
+    """
+    try:
+        files = {"/bpftool/bpftool": bpftool.read_bytes()}
+        ldd = subprocess.run(["ldd", str(bpftool)], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise RepogenError(f"REPOGEN_BPFTOOL={bpftool}: {exc}") from None
+    for line in ldd.stdout.splitlines():
+        m = re.search(r"(?:=>\s*)?(/\S+)\s+\(0x", line)
+        if m:
+            try:
+                files[m.group(1)] = Path(m.group(1)).read_bytes()
+            except OSError as exc:
+                raise RepogenError(f"REPOGEN_BPFTOOL={bpftool}: {m.group(1)}: {exc.strerror}") from None
+    if ldd.returncode and "not a dynamic executable" not in ldd.stderr + ldd.stdout:
+        raise RepogenError(f"REPOGEN_BPFTOOL={bpftool}: ldd failed: {ldd.stderr.strip()}")
+    return files
 
 
 # -- QEMU -------------------------------------------------------------------------------------------
@@ -325,6 +385,8 @@ MACHINES = {
 }
 
 BUSYBOX = Path(os.environ.get("REPOGEN_BUSYBOX", "/bin/busybox"))
+#: A bpftool whose libbpf reads legacy ``maps`` (< 1.0): with it, probes go through the verifier.
+BPFTOOL = os.environ.get("REPOGEN_BPFTOOL", "")
 
 
 def host_busybox() -> bytes:
@@ -378,8 +440,13 @@ RUNNING = _Running()
 
 
 def boot(image: KernelImage, module: Path, *, name: str, architecture: str, timeout: float, console: Path,
-         expect_device: bool = False, busybox: bytes | None = None) -> BootResult:
-    """Boot ``image`` with ``module`` in its initramfs, ``insmod`` it, and read the verdict."""
+         expect_device: bool = False, busybox: bytes | None = None,
+         bpftool: dict[str, bytes] | None = None) -> BootResult:
+    """Boot ``image`` with ``module`` in its initramfs, ``insmod`` it, and read the verdict.
+
+    With ``bpftool`` (see :func:`bpftool_files`), ``module`` is an eBPF probe, loaded through the
+    kernel's verifier with ``bpftool prog loadall``.
+    """
     machine = MACHINES.get(architecture)
     if machine is None:
         return BootResult(BootStatus.not_checked, reason=f"no boot support for {architecture}")
@@ -387,7 +454,7 @@ def boot(image: KernelImage, module: Path, *, name: str, architecture: str, time
     console.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="repogen-boot-") as work:
         initrd = Path(work) / "initramfs.cpio"
-        initrd.write_bytes(initramfs(busybox or host_busybox(), module.read_bytes(), name))
+        initrd.write_bytes(initramfs(busybox or host_busybox(), module.read_bytes(), name, bpftool=bpftool))
         console.unlink(missing_ok=True)
         command = [machine.qemu, *machine.args, "-nodefaults", "-no-user-config", "-display", "none",
                    "-no-reboot", "-serial", f"file:{console}", "-kernel", str(image.kernel), "-initrd", str(initrd),
@@ -417,7 +484,7 @@ def boot(image: KernelImage, module: Path, *, name: str, architecture: str, time
             text = fh.read(MAX_CONSOLE).decode(errors="replace")
     except OSError:
         text = ""
-    result = verdict(text, name=name, expect_device=expect_device)
+    result = probe_verdict(text) if bpftool is not None else verdict(text, name=name, expect_device=expect_device)
     if timed_out and result.status is not BootStatus.loaded:
         stage = "after insmod" if f"{MARK} insmod" in text else "before insmod"
         result = BootResult(BootStatus.timed_out, reason=f"no verdict within {timeout:g}s ({stage})",
@@ -474,6 +541,29 @@ def verdict(console: str, *, name: str, expect_device: bool = False) -> BootResu
                                  + (f" ({about[-1]})" if about else ""))
     detail = ", ".join([*about[:1], *devices])
     return BootResult(BootStatus.loaded, kernel=kernel, reason=detail or None)
+
+
+def probe_verdict(console: str) -> BootResult:
+    """Read the console of a probe boot: every program through the verifier, or bpftool's reason."""
+    marks = [line[line.find(MARK + " ") + len(MARK) + 1:].partition(" ")
+             for line in console.replace("\r", "").splitlines() if MARK + " " in line]
+    words = {word for word, _, _ in marks}
+    kernel = next((rest for word, _, rest in marks if word == "uname"), None)
+    if "insmod" not in words or "end" not in words:
+        return verdict(console, name="probe")  # no verdict: the same reading as for a module
+    output = [rest.strip() for word, _, rest in marks if word == "dmesg" and rest.strip()]
+    programs = next((rest.strip() for word, _, rest in marks if word == "programs"), "0")
+    if "insmod-ok" in words and programs.isdigit() and int(programs) > 0:
+        return BootResult(BootStatus.loaded, kernel=kernel,
+                          reason=f"the kernel's verifier accepted {programs} programs (bpftool prog loadall)")
+    # libbpf prints the verifier's log between BEGIN and END markers: its last line says why.
+    end = next((i for i, line in enumerate(output) if "END LOG" in line), None)
+    verifier = [line for line in output[:end] if not line.startswith(("processed ", "libbpf:", "verification time"))
+                ] if end is not None else []
+    failed = [line for line in output if "failed to load program" in line]
+    useful = [line for line in output if "END LOG" not in line and "BEGIN DUMP" not in line]
+    reason = "; ".join([*verifier[-1:], *failed[:1]]) or "; ".join(useful[-3:])
+    return BootResult(BootStatus.refused, kernel=kernel, reason=reason or "bpftool prog loadall failed, saying nothing")
 
 
 # -- the eBPF probe ---------------------------------------------------------------------------------
@@ -586,8 +676,11 @@ def summaries(home: Home, jobs: Iterable[Job]) -> dict[str, BootResult]:
     url_digests = home.store.url_digests()
     for target in targets(home, job_list):
         job = target.job
+        image = job.kernel.image
+        image_key = None if image is None else image.sha256 or url_digests.get(image.url)
         if job.kind is Kind.ebpf:
-            key: str | None = PROBE_KEY
+            loaded = recorded.get((target.artifact_sha256, image_key or ""))
+            key: str | None = image_key if loaded is not None else PROBE_KEY
         elif job.kernel.image is None:
             out[job.job_id] = no_image
             continue
@@ -608,6 +701,7 @@ class BootChecker:
         self.recheck = recheck
         self.images = KernelImageCache(home.path / "cache" / "boot")
         self._busybox: bytes | None = None
+        self._bpftool: dict[str, bytes] | None = None
 
     def image_digest(self, job: Job) -> str | None:
         image = job.kernel.image
@@ -620,7 +714,9 @@ class BootChecker:
         if job.kind is Kind.ebpf:
             result = self._probe(target)
             self.home.store.record_boot(target.artifact_sha256, PROBE_KEY, BOOT_FORMAT, result)
-            return result
+            if result.status is not BootStatus.checked or not BPFTOOL or job.kernel.image is None \
+                    or job.kernel.architecture not in MACHINES:
+                return result  # the ELF check is what there is (see the module's doc)
         image = job.kernel.image
         if image is None:
             return BootResult(BootStatus.not_checked, reason="no image")
@@ -639,6 +735,15 @@ class BootChecker:
                 return replace(cached, cached=True)
         if self._busybox is None:
             self._busybox = host_busybox()
+        if job.kind is Kind.ebpf:
+            if self._bpftool is None:
+                self._bpftool = bpftool_files(Path(BPFTOOL))
+            console = (self.home.logs / "boot" / job.driver.name / job.driver.version
+                       / f"{target.artifact_sha256[:16]}-{kernel.digest[:16]}.console")
+            result = boot(kernel, target.artifact, name=job.driver.name, architecture=job.kernel.architecture,
+                          timeout=self.timeout, console=console, busybox=self._busybox, bpftool=self._bpftool)
+            self.home.store.record_boot(target.artifact_sha256, kernel.digest, BOOT_FORMAT, result)
+            return result
         recipe = recipes.get(job.driver.recipe)
         console = (self.home.logs / "boot" / job.driver.name / job.driver.version
                    / f"{target.artifact_sha256[:16]}-{kernel.digest[:16]}.console")

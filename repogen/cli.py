@@ -585,7 +585,8 @@ def _boot_built(ctx: Ctx, results: list[Any], parallel: int, timeout: float) -> 
 @click.argument("selectors", nargs=-1, metavar="[SELECTOR...]")
 @click.option("--boot", is_flag=True,
               help="Boot each module's own kernel (its image:) under QEMU and insmod the module; eBPF probes get "
-                   "an ELF-level check.")
+                   "an ELF-level check, and are loaded through the kernel's verifier when REPOGEN_BPFTOOL names a "
+                   "bpftool that reads legacy maps (Debian 11's).")
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), default=os.cpu_count() or 1, show_default=True,
               help="Checks in parallel.")
 @click.option("--timeout", type=click.FloatRange(0.1), default=120.0, show_default=True,

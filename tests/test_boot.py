@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HELLO_KBUILD, ROOT, Mirror, Repogen, driver_yaml, write_config
+from conftest import CACHE, HELLO_KBUILD, ROOT, Mirror, Repogen, driver_yaml, write_config
 
 from repogen.boot import BootStatus, Cpio, KernelImage, check_probe, initramfs, verdict
 
@@ -119,6 +122,30 @@ def test_debian_kernel_boots_both_ways_and_refuses_a_broken_module(tmp_path: Pat
         assert "Invalid ELF header" in (result.reason or "") and "invalid module format" in (result.reason or "")
 
 
+@pytest.fixture(scope="session")
+def legacy_bpftool() -> Path:
+    """Debian 11's bpftool (libbpf 0.3, which still reads the legacy maps section Falco's probe uses),
+    fetched with a private apt configuration over the machine's own mirror."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from debian import debfile
+    from debian_archive import AptArchive
+
+    archive = AptArchive(CACHE / "apt-bullseye", suites=["bullseye"], architectures=["amd64"])
+    archive.update()
+    version = archive.versions("bpftool")[0][0]
+    tool = CACHE / f"bpftool-{version}" / "bpftool"
+    if not tool.is_file():
+        deb = archive.download([f"bpftool:amd64={version}"], CACHE / "bullseye-debs")[0]
+        data = debfile.DebFile(str(deb)).data.tgz()
+        member = data.extractfile("./usr/sbin/bpftool")
+        assert member is not None
+        tool.parent.mkdir(parents=True, exist_ok=True)
+        tool.with_suffix(".tmp").write_bytes(member.read())
+        tool.with_suffix(".tmp").chmod(0o755)
+        tool.with_suffix(".tmp").rename(tool)
+    return tool
+
+
 def _qemu_processes(marker: str) -> list[int]:
     found = []
     for proc in Path("/proc").iterdir():
@@ -142,23 +169,24 @@ def _kernel(entry: dict[str, Any], **changes: Any) -> dict[str, Any]:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_module_built_for_the_kernel_loads_in_it(tmp_path: Path, boot_kernels: dict[str, Any],
-                                                  builder_image: str) -> None:
+                                                  builder_image: str, legacy_bpftool: Path) -> None:
     newest = boot_kernels["newest"]
     config = write_config(tmp_path, [driver_yaml("hello_repogen", "0.1.0", HELLO_KBUILD, "kbuild")],
                           [_kernel(newest)])
     repogen = Repogen(tmp_path / "home", config)
-    built = repogen("build", "-j", "2", "--boot", "--json")
+    built = repogen("build", "-j", "2", "--boot", "--json", env={"REPOGEN_BPFTOOL": str(legacy_bpftool)})
     assert built.code == 0, built.err + built.out
     boots = {r["kind"]: r["boot"] for r in built.json["results"]}
     assert boots["kmod"]["status"] == "loaded", boots
     assert boots["kmod"]["kernel"] == newest["uname_r"]
     assert 0 < boots["kmod"]["seconds"] < 120
     print(f"boot check: {boots['kmod']['seconds']}s")
-    # The probe is checked at ELF level (kernel_version is the headers' LINUX_VERSION_CODE here).
-    assert boots["ebpf"]["status"] == "checked", boots
+    # The probe went through the kernel's own verifier (bpftool prog loadall in the same VM).
+    assert boots["ebpf"]["status"] == "loaded", boots
+    assert "verifier accepted 1 programs" in boots["ebpf"]["reason"]
 
     plan = repogen("plan", "--json", "--all")
-    assert {r["kind"]: r["boot"]["status"] for r in plan.json["jobs"]} == {"kmod": "loaded", "ebpf": "checked"}
+    assert {r["kind"]: r["boot"]["status"] for r in plan.json["jobs"]} == {"kmod": "loaded", "ebpf": "loaded"}
     published = repogen("publish", "--site", str(tmp_path / "site"), "--require-boot", "--json")
     assert published.code == 0, published.err
     assert published.json["artifacts"] == 2 and published.json["skipped"] == []
@@ -166,14 +194,28 @@ def test_module_built_for_the_kernel_loads_in_it(tmp_path: Path, boot_kernels: d
     kmod = next(a for a in index["artifacts"] if a["kind"] == "kmod")
     assert kmod["boot"]["status"] == "loaded" and kmod["boot"]["kernel"] == newest["uname_r"]
 
-    # A recorded result is reused; a wrong kernel_version makes the probe check fail (it can fail).
+    # A recorded result is reused; without a bpftool the probe gets the ELF check (kernel_version is the
+    # headers' LINUX_VERSION_CODE here), and a wrong kernel_version makes that check fail (it can fail).
     again = repogen("verify", "--boot", "--json")
     assert again.code == 0, again.err
-    assert {(r["kind"], r["status"], r["cached"]) for r in again.json["results"]} >= {("kmod", "loaded", True)}
+    assert {(r["kind"], r["status"], r["cached"]) for r in again.json["results"]} == {
+        ("kmod", "loaded", True), ("ebpf", "checked", False)}
     probe_sha = next(r["sha256"] for r in built.json["results"] if r["kind"] == "ebpf")
     probe = tmp_path / "home" / "store" / "sha256" / probe_sha[:2] / probe_sha
     wrong = check_probe(probe, kernel_release=None, version_code=0x060100)
     assert wrong.status is BootStatus.refused and "LINUX_VERSION_CODE" in (wrong.reason or "")
+
+    # Ctrl-C during a boot: the command stops (exit 130) and kills its QEMU.
+    marker = str(tmp_path / "home")
+    proc = subprocess.Popen([sys.executable, "-m", "repogen", "--home", marker, "-c", str(config), "verify",
+                             "--boot", "--recheck", "kind=kmod"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not _qemu_processes(marker) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _qemu_processes(marker), "no QEMU started"
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130, proc.communicate()
+    assert _qemu_processes(marker) == []
 
     # A boot that cannot finish in time is killed: "timed out", and no QEMU is left running.
     timed = repogen("verify", "--boot", "--recheck", "--timeout", "1", "--json", "kind=kmod")
@@ -188,16 +230,28 @@ def test_module_built_for_the_kernel_loads_in_it(tmp_path: Path, boot_kernels: d
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_module_built_for_another_abi_is_refused_and_not_published(
-        tmp_path: Path, boot_kernels: dict[str, Any], builder_image: str) -> None:
+        tmp_path: Path, boot_kernels: dict[str, Any], builder_image: str, legacy_bpftool: Path) -> None:
     newest, oldest = boot_kernels["newest"], boot_kernels["oldest"]
+    # A probe the verifier must refuse: the map value is used without the NULL check.
+    broken = tmp_path / "broken"
+    shutil.copytree(HELLO_KBUILD, broken)
+    probe = broken / "bpf" / "probe.c"
+    text = probe.read_text()
+    assert "if (val)\n" in text
+    probe.write_text(text.replace("if (val)\n", ""))
     # The headers of one ABI with the image of another: the mistake that once shipped modules failing
     # with "disagrees about version of symbol module_layout". Kernel version 2: same headers, no image.
-    config = write_config(tmp_path, [driver_yaml("hello_repogen", "0.1.0", HELLO_KBUILD, "kbuild", "[kmod]")],
+    config = write_config(tmp_path, [driver_yaml("hello_repogen", "0.1.0", HELLO_KBUILD, "kbuild", "[kmod]"),
+                                     driver_yaml("hello_repogen", "0.1.0-broken", broken, "kbuild", "[ebpf]")],
                           [_kernel(oldest, image=newest["image"]), _kernel(oldest, kernelversion="2")])
     repogen = Repogen(tmp_path / "home", config)
-    built = repogen("build", "-j", "2", "--boot", "--json")
+    built = repogen("build", "-j", "2", "--boot", "--json", env={"REPOGEN_BPFTOOL": str(legacy_bpftool)})
     assert built.code == 1, built.err + built.out
-    results = {r["kernelversion"]: r for r in built.json["results"]}
+    probes = {r["kernelversion"]: r for r in built.json["results"] if r["kind"] == "ebpf"}
+    assert probes["1"]["status"] == "failed"
+    assert "invalid mem access 'map_value_or_null'" in probes["1"]["boot"]["reason"], probes["1"]
+    assert probes["2"]["boot"]["status"] == "checked"  # no image: the ELF check only, which this probe passes
+    results = {r["kernelversion"]: r for r in built.json["results"] if r["kind"] == "kmod"}
     refused = results["1"]
     assert refused["status"] == "failed"
     assert refused["boot"]["status"] == "refused"
@@ -208,11 +262,11 @@ def test_module_built_for_another_abi_is_refused_and_not_published(
     assert "# boot check: refused" in Path(refused["log"]).read_text()
 
     plan = repogen("plan", "--json")
-    row = next(r for r in plan.json["jobs"] if r["kernelversion"] == "1")
+    row = next(r for r in plan.json["jobs"] if r["kernelversion"] == "1" and r["kind"] == "kmod")
     assert row["state"] == "failed" and "disagrees about version of symbol" in row["error"]
 
     published = repogen("publish", "--site", str(tmp_path / "site"), "--require-boot", "--json")
     assert published.code == 0, published.err
-    assert published.json["artifacts"] == 0
+    assert published.json["artifacts"] == 1  # the probe of kernel version 2 (ELF-checked)
     assert [s["reason"] for s in published.json["skipped"]] == ["boot check: not checked: no image"]
-    assert published.json["failed"] == 1  # the refused one is a failed build, never published
+    assert published.json["failed"] == 2  # the refused module and probe are failed builds, never published
