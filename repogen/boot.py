@@ -476,6 +476,8 @@ def boot(image: KernelImage, module: Path, *, name: str, architecture: str, time
                 RUNNING.kill(proc)
                 with RUNNING.lock:
                     RUNNING.procs.discard(proc)
+            if RUNNING.cancelled.is_set():  # killed by an interrupt: no verdict to record
+                return BootResult(BootStatus.not_checked, reason="interrupted")
             qemu_err.seek(0)
             qemu_message = qemu_err.read(4096).decode(errors="replace").strip()
     seconds = time.monotonic() - started
@@ -692,6 +694,10 @@ def summaries(home: Home, jobs: Iterable[Job]) -> dict[str, BootResult]:
     return out
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 class BootChecker:
     """Checks artifacts in parallel; results are kept per (artifact, image) in the store."""
 
@@ -742,7 +748,8 @@ class BootChecker:
                        / f"{target.artifact_sha256[:16]}-{kernel.digest[:16]}.console")
             result = boot(kernel, target.artifact, name=job.driver.name, architecture=job.kernel.architecture,
                           timeout=self.timeout, console=console, busybox=self._busybox, bpftool=self._bpftool)
-            self.home.store.record_boot(target.artifact_sha256, kernel.digest, BOOT_FORMAT, result)
+            if result.status is not BootStatus.not_checked:
+                self.home.store.record_boot(target.artifact_sha256, kernel.digest, BOOT_FORMAT, result)
             return result
         recipe = recipes.get(job.driver.recipe)
         console = (self.home.logs / "boot" / job.driver.name / job.driver.version
@@ -763,6 +770,13 @@ class BootChecker:
             pass  # the string form (Falco's probe) needs no headers
         return check_probe(target.artifact, kernel_release=target.kernel_release, version_code=code)
 
+    def _check_safely(self, target: BootTarget) -> BootResult:
+        try:
+            return self.check(target)
+        except (RepogenError, OSError, ELFError) as exc:
+            return BootResult(BootStatus.error, reason=str(exc) if isinstance(exc, RepogenError) else
+                              f"{type(exc).__name__}: {exc}")
+
     def settle(self, target: BootTarget, result: BootResult) -> None:
         """A module that fails the check is a failed build: recorded, with the reason in its log."""
         line = f"# boot check: {result.describe()}" + (f" (console: {result.console})" if result.console else "")
@@ -777,12 +791,21 @@ class BootChecker:
 
     def run(self, todo: list[BootTarget], *, jobs: int,
             on_done: Callable[[BootTarget, BootResult], None] | None = None) -> list[tuple[BootTarget, BootResult]]:
-        require_tools(t.job.kernel.architecture for t in todo if t.job.kind is Kind.kmod and t.job.kernel.image)
+        booting = [t for t in todo if t.job.kernel.image and t.job.kernel.architecture in MACHINES
+                   and (t.job.kind is Kind.kmod or BPFTOOL)]
+        if booting:  # a missing tool is one clear error up front, not one per artifact
+            require_tools(t.job.kernel.architecture for t in booting)
+            self._busybox = self._busybox or host_busybox()
+            if BPFTOOL and any(t.job.kind is Kind.ebpf for t in booting) and self._bpftool is None:
+                self._bpftool = bpftool_files(Path(BPFTOOL))
         results: list[tuple[BootTarget, BootResult]] = []
         RUNNING.cancelled.clear()
         pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="boot")
+        # SIGTERM (a CI job cancelled) must not leave VMs behind either: handled as Ctrl-C while running.
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
         try:
-            futures = {pool.submit(self.check, t): t for t in todo}
+            futures = {pool.submit(self._check_safely, t): t for t in todo}
             for future in as_completed(futures):
                 target = futures[future]
                 result = future.result()
@@ -796,6 +819,8 @@ class BootChecker:
             raise
         finally:
             pool.shutdown(wait=True)
+            if main and previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         order = {t.job.job_id: i for i, t in enumerate(todo)}
         results.sort(key=lambda item: order[item[0].job.job_id])
         return results
