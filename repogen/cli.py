@@ -571,7 +571,8 @@ def _boot_run(ctx: Ctx, jobs: list[Any], parallel: int, timeout: float, recheck:
 
 def _boot_built(ctx: Ctx, results: list[Any], parallel: int, timeout: float) -> dict[str, Any]:
     """`build --boot`: check what this run built; a module that fails is a failed build."""
-    checked = _boot_run(ctx, [r.job for r in results if r.status == "built"], parallel, timeout, recheck=False)
+    checked = _boot_run(ctx, [r.job for r in results if r.status in ("built", "cached")], parallel, timeout,
+                        recheck=False)
     boots = {target.job.job_id: result for target, result in checked}
     for r in results:
         result = boots.get(r.job.job_id)
