@@ -118,21 +118,29 @@ class ManifestRead:
     manifest: Manifest
     found: bool          # an object was there
     corrupt: str | None  # why it was not trusted (then ``manifest`` is empty)
+    etag: str | None = None  # a validator for re-reading it cheaply (never taken for a digest)
 
 
-def read_manifest(s3: Any, location: S3Location) -> ManifestRead:
-    """One GET. A missing manifest is an empty bucket; a corrupt one is reported and not trusted."""
+def read_manifest(s3: Any, location: S3Location, previous: ManifestRead | None = None) -> ManifestRead:
+    """One GET. A missing manifest is an empty bucket; a corrupt one is reported and not trusted.
+
+    With ``previous`` the GET is conditional: unchanged since, it answers 304 without the body."""
+    condition = {"IfNoneMatch": previous.etag} if previous is not None and previous.etag else {}
     try:
-        response = s3.get_object(Bucket=location.bucket, Key=location.key(MANIFEST))
+        response = s3.get_object(Bucket=location.bucket, Key=location.key(MANIFEST), **condition)
     except Exception as exc:
         if error_code(exc) in NOT_FOUND:
             return ManifestRead(Manifest(), False, None)
+        if condition and error_code(exc) in ("304", "NotModified"):
+            assert previous is not None
+            return previous
         raise
     data = response["Body"].read()
+    etag = str(response.get("ETag") or "") or None
     try:
-        return ManifestRead(decode_manifest(data), True, None)
+        return ManifestRead(decode_manifest(data), True, None, etag)
     except CorruptManifest as exc:
-        return ManifestRead(Manifest(), True, str(exc))
+        return ManifestRead(Manifest(), True, str(exc), etag)
 
 
 def write_manifest(s3: Any, location: S3Location, manifest: Manifest) -> None:

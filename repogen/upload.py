@@ -284,7 +284,7 @@ def _upload(root: Path, local: dict[str, LocalFile], location: S3Location, s3: A
         _plan(report, local, todo, read.manifest, trusted=not read.corrupt)
         return
     with BucketLock(s3, location, ttl=lock_ttl, wait=lock_wait, notify=notify) as lock:
-        read = read_manifest(s3, location)  # the authoritative one, now that nobody else writes
+        read = read_manifest(s3, location, read)  # the authoritative one, now that nobody else writes
         previous = read.manifest
         todo = changed_keys(local, previous)
         _plan(report, local, todo, previous, trusted=not read.corrupt)

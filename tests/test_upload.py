@@ -586,3 +586,20 @@ def test_gc_bad_grace_is_a_usage_error(moto: CountingMotoServer, bucket: str) ->
     result = repogen("gc", f"s3://{bucket}/{PREFIX}", "--grace", "soon", env=moto.env)
     assert result.code == 2 and "--grace" in result.err and "Traceback" not in result.err
     assert moto.requests == []
+
+
+def test_the_manifest_is_reread_under_the_lock_without_its_body_when_unchanged(
+        moto: CountingMotoServer, bucket: str) -> None:
+    from repogen.bucket import Manifest, read_manifest, write_manifest
+    from repogen.s3 import S3Location
+
+    s3, where = moto.client(), S3Location(bucket, PREFIX)
+    write_manifest(s3, where, Manifest({f"driver/f{i}.ko": (hashlib.sha256(b"%d" % i).hexdigest(), i)
+                                        for i in range(2000)}))
+    first = read_manifest(s3, where)
+    moto.reset()
+    again = read_manifest(s3, where, first)
+    assert again is first and moto.bytes_out < 1000  # 304: no body
+    write_manifest(s3, where, Manifest({"index.json": (hashlib.sha256(b"x").hexdigest(), 1)}))
+    changed = read_manifest(s3, where, first)
+    assert list(changed.manifest.files) == ["index.json"]
