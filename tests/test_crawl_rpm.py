@@ -146,3 +146,19 @@ def test_since_keeps_only_kernels_built_after_the_date(rpm_repo: tuple[Path, str
     assert bad.code == 2 and "--since" in bad.err and "'last tuesday'" in bad.err
     unknown = repogen("crawl", "gentoo")
     assert unknown.code == 2 and "unknown target(s) gentoo" in unknown.err and "rocky" in unknown.err
+
+
+def test_amazon_linux_mirror_list_names_the_repository(rpm_repo: tuple[Path, str], tmp_path: Path) -> None:
+    """Amazon Linux publishes `<arch>/mirror.list` whose first line is the real repository URL."""
+    root, base_url = rpm_repo
+    for arch in ("x86_64", "aarch64"):
+        (root / "al2023" / arch).mkdir(parents=True, exist_ok=True)
+        (root / "al2023" / arch / "mirror.list").write_text(f"{base_url}/9-stream/AppStream\n")
+    result = Repogen(tmp_path / "home", tmp_path / "none.yaml")(
+        "crawl", "amazonlinux2023", "--arch", "x86_64", "--mirror", f"amazonlinux2023={base_url}/al2023", "--json")
+    assert result.code == 0, result.err
+    kernels = result.json["targets"][0]["kernels"]
+    assert sorted(k["kernelrelease"] for k in kernels) == ["5.14.0-427.el9.x86_64", "5.14.0-503.el9.x86_64"]
+    assert {k["target"] for k in kernels} == {"amazonlinux2023"}
+    # outside the named mirror: plain URLs
+    assert kernels[0]["headers"][0].startswith(f"{base_url}/9-stream/AppStream/Packages/kernel-devel-")

@@ -21,10 +21,12 @@ class RpmPackage:
     version: str
     release: str
     arch: str
-    location: str  #: relative to the mirror (repository path + location_href)
+    location: str  #: relative to the mirror (repository path + location_href), or a URL (see ``absolute``)
     sha256: str | None
     build_time: int
     repo: str
+    #: The repository is outside the mirror (a mirror list named another host): ``location`` is a URL.
+    absolute: bool = False
 
     @property
     def uname_release(self) -> str:
@@ -32,8 +34,9 @@ class RpmPackage:
         return f"{self.version}-{self.release}.{self.arch}"
 
 
-def _repo_base(ctx: CrawlContext, mirror: str, repo_path: str) -> tuple[str, str]:
-    """(URL of the repository, its path relative to the mirror); a ``mirror.list`` names the real one."""
+def _repo_base(ctx: CrawlContext, mirror: str, repo_path: str) -> tuple[str, str | None]:
+    """(URL of the repository, its path relative to the mirror or None when outside it); a
+    ``mirror.list`` (Amazon Linux) names the real repository on its first line."""
     base = ctx.mirror(mirror)
     if not repo_path.endswith("mirror.list"):
         return join(base, repo_path), repo_path.strip("/")
@@ -42,8 +45,7 @@ def _repo_base(ctx: CrawlContext, mirror: str, repo_path: str) -> tuple[str, str
     if not lines or not lines[0].startswith(("http://", "https://")):
         raise FetchError(f"{url}: not a mirror list (no URL on its first line)", url=url)
     real = lines[0].rstrip("/")
-    relative = real[len(base):].strip("/") if real.startswith(base + "/") else real
-    return real, relative
+    return real, (real[len(base):].strip("/") if real.startswith(base + "/") else None)
 
 
 def read_repo(ctx: CrawlContext, mirror: str, repo_path: str, names: set[str],
@@ -75,9 +77,11 @@ def read_repo(ctx: CrawlContext, mirror: str, repo_path: str, names: set[str],
         name = pkg.name  # type: ignore[attr-defined]
         if name in names and pkg.arch in arches:  # type: ignore[attr-defined]
             sha = pkg.pkgId if (pkg.checksum_type or "").lower() == "sha256" else None  # type: ignore[attr-defined]
+            href = pkg.location_href  # type: ignore[attr-defined]
+            location = join(base_url, href) if relative is None else join(relative, href) if relative else href
             found.append(RpmPackage(name, str(pkg.epoch or "0"), pkg.version, pkg.release,  # type: ignore[attr-defined]
-                                    pkg.arch, join(relative, pkg.location_href) if relative else  # type: ignore[attr-defined]
-                                    pkg.location_href, sha, int(pkg.time_build or 0), relative))  # type: ignore[attr-defined]
+                                    pkg.arch, location, sha, int(pkg.time_build or 0),  # type: ignore[attr-defined]
+                                    relative if relative is not None else base_url, absolute=relative is None))
         return True
 
     try:

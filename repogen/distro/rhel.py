@@ -61,10 +61,13 @@ class RpmDistro(Distro):
                         continue
                     image = next((by_key[(i, p.uname_release)] for i in cls.packages[p.name]
                                   if (i, p.uname_release) in by_key), None)
-                    found.append(Found(
-                        target, p.uname_release, "1", p.arch, (MirrorFile(cls.mirror or target, p.location, p.sha256),),
-                        MirrorFile(cls.mirror or target, image.location, image.sha256) if image else None,
-                        note=f"{p.name}-{p.version}-{p.release} ({p.repo or path})"))
+                    mirror = cls.mirror or target
+
+                    def file(q: RpmPackage, mirror: str = mirror) -> MirrorFile | str:
+                        return q.location if q.absolute else MirrorFile(mirror, q.location, q.sha256)
+
+                    found.append(Found(target, p.uname_release, "1", p.arch, (file(p),), file(image) if image else None,
+                                       note=f"{p.name}-{p.version}-{p.release} ({p.repo or path})"))
         return found
 
 
