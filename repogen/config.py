@@ -1,8 +1,10 @@
 """Read and validate ``kernels.yaml`` (plus the files it includes) into a :class:`Config`.
 
 Every error names the file, the line and the field, and all errors are reported in one go so a
-maintainer fixes a pull request in one round. Parsing keeps line numbers from PyYAML's composed
-node tree (libyaml when available); the validated result is cached by the content of every file
+maintainer fixes a pull request in one round. A well-formed file is read by the fast path
+(:mod:`repogen.config_fast`: plain data, the same checks, a cheap line map); any file it does not
+accept whole is parsed here with line numbers from PyYAML's composed node tree (libyaml when
+available), which locates every error. The validated result is cached by the content of every file
 read, so a no-op ``repogen plan`` over a matrix of thousands of kernels does not re-parse YAML.
 """
 
@@ -13,17 +15,17 @@ import functools
 import glob
 import hashlib
 import json
+import operator
 import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import yaml
-
-from repogen import __version__, distro
+from repogen import __version__, config_fast, distro
 from repogen import mirrors as mirrors_mod
+from repogen.config_fast import FastFile
 from repogen.errors import ConfigError, ConfigErrors
 from repogen.model import (
     BuildLimits,
@@ -37,10 +39,19 @@ from repogen.model import (
     Source,
 )
 
-try:
-    _Loader: Any = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - libyaml missing
-    _Loader = yaml.SafeLoader
+if TYPE_CHECKING:
+    import yaml
+else:
+    class _Lazy:
+        """PyYAML, imported on first use: a file the fast path reads whole never needs it."""
+
+        def __getattr__(self, name: str) -> Any:
+            import yaml as module
+
+            globals()["yaml"] = module
+            return getattr(module, name)
+
+    yaml = _Lazy()
 
 #: A value that becomes a path component: no '/', no '..', no whitespace, NUL or control characters.
 PATH_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]*")
@@ -438,17 +449,20 @@ def _relative_path(n: _Node, field: str, errs: _Collector, base: Path) -> str | 
     return str(base / os.path.expanduser(value)) if value else None
 
 
-def _read_yaml(path: Path, errs: _Collector) -> _Node | None:
+def _read_text(path: Path, errs: _Collector) -> str | None:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         errs.add((str(path), 0), "", "no such file (give the matrix with -c/--config)")
-        return None
     except (OSError, UnicodeDecodeError) as exc:
         errs.add((str(path), 0), "", f"cannot read: {exc}")
-        return None
+    return None
+
+
+def _compose(path: Path, text: str, errs: _Collector) -> _Node | None:
+    """The located slow path: PyYAML's node tree, every node with its line."""
     try:
-        node = yaml.compose(text, Loader=_Loader)
+        node = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml if there
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0
@@ -463,32 +477,74 @@ def _read_yaml(path: Path, errs: _Collector) -> _Node | None:
     return _Node(node, str(path))
 
 
-def _iter_files(root: Path, errs: _Collector, patterns: list[str]) -> Iterator[tuple[Path, _Node]]:
+@dataclass
+class _Fast:
+    """A file the fast path accepted whole (see :mod:`repogen.config_fast`)."""
+
+    content: FastFile
+    settings: dict[str, dict[str, Any]]
+
+
+def _read_document(path: Path, errs: _Collector, *, is_main: bool) -> _Node | _Fast | None:
+    """The file through the fast path when it is well-formed, else composed with line numbers."""
+    text = _read_text(path, errs)
+    if text is None:
+        return None
+    from repogen.recipes import known_recipes  # late: recipes import the build machinery
+
+    fast = config_fast.load_file(path, text, is_main=is_main, architectures=ARCHITECTURES,
+                                 known_recipes=known_recipes())
+    if fast is not None:
+        check = _Collector()
+        settings = _parse_settings({key: _Node(_plain_node(value), str(path)) for key, value in fast.settings.items()},
+                                   path.parent, check) if is_main else {}
+        includes_match = all(glob.glob(str(path.parent / pattern)) for pattern in fast.includes)
+        if not check.errors and includes_match:
+            return _Fast(fast, settings)
+    return _compose(path, text, errs)
+
+
+def _plain_node(value: Any) -> yaml.Node:
+    """A YAML node for plain data the fast path loaded, so the settings share the slow path's checks."""
+    nowhere = yaml.Mark("", 0, -1, 0, None, None)  # only read for an error, and then the slow path runs
+    if isinstance(value, dict):
+        return yaml.MappingNode("tag:yaml.org,2002:map",
+                                [(_plain_node(k), _plain_node(v)) for k, v in value.items()], nowhere, nowhere)
+    if isinstance(value, list):
+        return yaml.SequenceNode("tag:yaml.org,2002:seq", [_plain_node(v) for v in value], nowhere, nowhere)
+    tag = "tag:yaml.org,2002:int" if type(value) is int else "tag:yaml.org,2002:str"  # as PyYAML tags them
+    return yaml.ScalarNode(tag, str(value), nowhere, nowhere)
+
+
+def _iter_files(root: Path, errs: _Collector, patterns: list[str]) -> Iterator[tuple[Path, _Node | _Fast]]:
     """The main file, then each file its ``include:`` globs name (sorted), each once."""
-    main = _read_yaml(root, errs)
+    main = _read_document(root, errs, is_main=True)
     if main is None:
         return
     yield root, main
-    items = _mapping(main, "", _Collector()) or {}  # parse() reports this mapping's own errors
-    if "include" not in items:
-        return
+    includes: list[tuple[str, _Node | None]] = []
+    if isinstance(main, _Fast):
+        includes = [(pattern, None) for pattern in main.content.includes]
+    else:
+        items = _mapping(main, "", _Collector()) or {}  # parse() reports this mapping's own errors
+        for pattern_node in _sequence(items["include"], "include", errs) if "include" in items else []:
+            pattern = _scalar(pattern_node, "include", errs)
+            if pattern is not None:
+                includes.append((pattern, pattern_node))
     seen = {root.resolve()}
-    for pattern_node in _sequence(items["include"], "include", errs):
-        pattern = _scalar(pattern_node, "include", errs)
-        if pattern is None:
-            continue
+    for pattern, located in includes:
         patterns.append(pattern)
         matches = sorted(glob.glob(str(root.parent / pattern)))
-        if not matches:
-            errs.add(pattern_node, "include", f"{pattern!r} matches no file")
+        if not matches and located is not None:
+            errs.add(located, "include", f"{pattern!r} matches no file")
         for match in matches:
             path = Path(match)
             if path.resolve() in seen:
                 continue
             seen.add(path.resolve())
-            node = _read_yaml(path, errs)
-            if node is not None:
-                yield path, node
+            document = _read_document(path, errs, is_main=False)
+            if document is not None:
+                yield path, document
 
 
 def _expand(root: Path, patterns: tuple[str, ...]) -> list[str]:
@@ -510,13 +566,47 @@ def parse(path: Path) -> Config:
     patterns: list[str] = []
     mirrors = _Mirrors()
     warnings: list[str] = []
-    for file_path, root_node in _iter_files(path, errs, patterns):
+
+    def add_driver(driver: Driver, field: str) -> None:
+        driver_key = (driver.name, driver.version)
+        if driver_key in first_driver_line:
+            f, line = first_driver_line[driver_key]
+            errs.add((driver.file, driver.line), field, f"duplicate driver {driver.name} {driver.version} "
+                     f"(first at {f}:{line})")
+            return
+        first_driver_line[driver_key] = (driver.file, driver.line)
+        drivers.append(driver)
+
+    families: dict[str, Any] = {}
+
+    def add_kernel(kernel: Kernel, field: str) -> None:
+        family = families.get(kernel.target, False)
+        if family is False:
+            family = families[kernel.target] = distro.for_target(kernel.target)
+        for problem in family.rule_problems(kernel) if family else ():
+            warnings.append(f"{kernel.file}:{kernel.line}: {field}: {problem}")
+        if kernel.ident in first_kernel_line:
+            f, line = first_kernel_line[kernel.ident]
+            errs.add((kernel.file, kernel.line), field, f"duplicate kernel {kernel.label} (first at {f}:{line})")
+            return
+        first_kernel_line[kernel.ident] = (kernel.file, kernel.line)
+        kernels.append(kernel)
+
+    for file_path, document in _iter_files(path, errs, patterns):
         files.append(str(file_path))
         base = file_path.parent
-        items = _mapping(root_node, "", errs)
+        is_main = file_path == path
+        if isinstance(document, _Fast):
+            for i, checked_driver in enumerate(document.content.drivers):
+                add_driver(checked_driver, f"drivers[{i}]")
+            for i, checked_kernel in enumerate(document.content.kernels):
+                add_kernel(checked_kernel, f"kernels[{i}]")
+            if is_main:
+                settings = document.settings
+            continue
+        items = _mapping(document, "", errs)
         if items is None:
             continue
-        is_main = file_path == path
         main_only = {"include", "build", "packages", "signing", "mirrors", "cache"}
         allowed = {"drivers", "kernels"} | (main_only if is_main else set())
         if is_main and "mirrors" in items:
@@ -527,56 +617,14 @@ def parse(path: Path) -> Config:
                          at_key=True)
         for i, d in enumerate(_sequence(items["drivers"], "drivers", errs) if "drivers" in items else []):
             driver = _parse_driver(d, i, base, errs)
-            if driver is None:
-                continue
-            driver_key = (driver.name, driver.version)
-            if driver_key in first_driver_line:
-                f, line = first_driver_line[driver_key]
-                errs.add(d, f"drivers[{i}]", f"duplicate driver {driver.name} {driver.version} "
-                         f"(first at {f}:{line})")
-                continue
-            first_driver_line[driver_key] = (d.file, d.line)
-            drivers.append(driver)
+            if driver is not None:
+                add_driver(driver, f"drivers[{i}]")
         for i, k in enumerate(_sequence(items["kernels"], "kernels", errs) if "kernels" in items else []):
             kernel = _parse_kernel(k, i, errs, mirrors)
-            if kernel is None:
-                continue
-            family = distro.for_target(kernel.target)
-            for problem in family.rule_problems(kernel) if family else ():
-                warnings.append(f"{k.file}:{k.line}: kernels[{i}]: {problem}")
-            if kernel.ident in first_kernel_line:
-                f, line = first_kernel_line[kernel.ident]
-                errs.add(k, f"kernels[{i}]", f"duplicate kernel {kernel.label} (first at {f}:{line})")
-                continue
-            first_kernel_line[kernel.ident] = (k.file, k.line)
-            kernels.append(kernel)
+            if kernel is not None:
+                add_kernel(kernel, f"kernels[{i}]")
         if is_main:
-            settings["build"] = _parse_section(items, "build", errs, {
-                "timeout": lambda n, f: _duration(n, f, errs),
-                "memory": lambda n, f: _memory(n, f, errs),
-                "pids": lambda n, f: _int(n, f, errs, minimum=16),
-            })
-            settings["packages"] = _parse_section(items, "packages", errs, {
-                "deb": functools.partial(_globs, errs=errs, base=base),
-                "rpm": functools.partial(_globs, errs=errs, base=base),
-                "suite": lambda n, f: _path_safe(n, f, errs),
-                "component": lambda n, f: _path_safe(n, f, errs),
-                "origin": lambda n, f: _scalar(n, f, errs),
-                "label": lambda n, f: _scalar(n, f, errs),
-                "keep-versions": lambda n, f: _int(n, f, errs, minimum=1),
-                "valid-until-days": lambda n, f: _int(n, f, errs, minimum=1),
-                "grace-period": lambda n, f: _duration(n, f, errs),
-                "rpm-compression": lambda n, f: _choice(n, f, errs, ("gz", "zstd")),
-                "base-url": lambda n, f: _scalar(n, f, errs),
-            })
-            if "cache" in items:
-                settings["cache"] = {"url": _cache_url(items["cache"], "cache", errs)}
-            settings["signing"] = _parse_section(items, "signing", errs, {
-                "key": lambda n, f: _scalar(n, f, errs),
-                "key-file": functools.partial(_relative_path, errs=errs, base=base),
-                "homedir": functools.partial(_relative_path, errs=errs, base=base),
-                "passphrase-env": lambda n, f: _scalar(n, f, errs),
-            })
+            settings = _parse_settings(items, base, errs)
     packages_given = bool(settings.get("packages", {}).get("deb") or settings.get("packages", {}).get("rpm"))
     if not errs.errors and not drivers and not packages_given:
         # A packages-only tree (just Falco's APT and RPM repositories) is fine; an empty one is a mistake.
@@ -612,6 +660,37 @@ def _cache_url(n: _Node, field: str, errs: _Collector) -> str | None:
         return None
 
 
+def _parse_settings(items: dict[str, _Node], base: Path, errs: _Collector) -> dict[str, dict[str, Any]]:
+    """The main file's build, packages and signing sections."""
+    return {
+        "build": _parse_section(items, "build", errs, {
+            "timeout": lambda n, f: _duration(n, f, errs),
+            "memory": lambda n, f: _memory(n, f, errs),
+            "pids": lambda n, f: _int(n, f, errs, minimum=16),
+        }),
+        "packages": _parse_section(items, "packages", errs, {
+            "deb": functools.partial(_globs, errs=errs, base=base),
+            "rpm": functools.partial(_globs, errs=errs, base=base),
+            "suite": lambda n, f: _path_safe(n, f, errs),
+            "component": lambda n, f: _path_safe(n, f, errs),
+            "origin": lambda n, f: _scalar(n, f, errs),
+            "label": lambda n, f: _scalar(n, f, errs),
+            "keep-versions": lambda n, f: _int(n, f, errs, minimum=1),
+            "valid-until-days": lambda n, f: _int(n, f, errs, minimum=1),
+            "grace-period": lambda n, f: _duration(n, f, errs),
+            "rpm-compression": lambda n, f: _choice(n, f, errs, ("gz", "zstd")),
+            "base-url": lambda n, f: _scalar(n, f, errs),
+        }),
+        **({"cache": {"url": _cache_url(items["cache"], "cache", errs)}} if "cache" in items else {}),
+        "signing": _parse_section(items, "signing", errs, {
+            "key": lambda n, f: _scalar(n, f, errs),
+            "key-file": functools.partial(_relative_path, errs=errs, base=base),
+            "homedir": functools.partial(_relative_path, errs=errs, base=base),
+            "passphrase-env": lambda n, f: _scalar(n, f, errs),
+        }),
+    }
+
+
 def _choice(n: _Node, field: str, errs: _Collector, choices: tuple[str, ...]) -> str | None:
     value = _scalar(n, field, errs)
     if value is not None and value not in choices:
@@ -639,9 +718,44 @@ _NESTED: dict[type, dict[str, Any]] = {
     Driver: {"source": Source, "kinds": Kind},
     Kernel: {"headers": Header, "image": Header},
 }
-_CACHE_SCHEMA = hashlib.sha256(repr([(cls.__name__, [f.name for f in dataclasses.fields(cls)])
+_CACHE_SCHEMA = hashlib.sha256(repr(["kernel rows", *[(cls.__name__, [f.name for f in dataclasses.fields(cls)])
                                      for cls in (Config, Driver, Source, Kernel, Header, BuildLimits,
-                                                 PackagesConfig, SigningConfig)]).encode()).hexdigest()
+                                                 PackagesConfig, SigningConfig)]]).encode()).hexdigest()
+# The kernels (nearly all of a big matrix) go as rows of their fields in order, headers as [url, sha256]:
+# dataclasses.asdict and the generic decoder cost more than parsing the YAML again.
+_KERNEL_FIELDS = [f.name for f in dataclasses.fields(Kernel)]
+_kernel_values = operator.attrgetter(*_KERNEL_FIELDS)
+_HEADERS_AT = _KERNEL_FIELDS.index("headers")
+_IMAGE_AT = _KERNEL_FIELDS.index("image")
+
+
+def _kernel_row(kernel: Kernel) -> list[Any]:
+    row = list(_kernel_values(kernel))
+    row[_HEADERS_AT] = [(h.url, h.sha256) for h in kernel.headers]
+    if kernel.image is not None:
+        row[_IMAGE_AT] = (kernel.image.url, kernel.image.sha256)
+    return row
+
+
+def _kernel_from_row(row: list[Any]) -> Kernel:
+    if len(row) != len(_KERNEL_FIELDS):
+        raise ValueError("kernel row of another shape")
+    row[_HEADERS_AT] = tuple(Header(url, sha) for url, sha in row[_HEADERS_AT])
+    if row[_IMAGE_AT] is not None:
+        row[_IMAGE_AT] = Header(*row[_IMAGE_AT])
+    return Kernel(*row)
+
+
+def _encode(config: Config) -> dict[str, Any]:
+    data = dataclasses.asdict(dataclasses.replace(config, kernels=()))
+    data["kernels"] = [_kernel_row(k) for k in config.kernels]
+    return data
+
+
+def _decode_config(data: dict[str, Any]) -> Config:
+    rows = data["kernels"]
+    data["kernels"] = []
+    return dataclasses.replace(_decode(Config, data), kernels=tuple(_kernel_from_row(row) for row in rows))
 
 
 def _decode(cls: Any, data: dict[str, Any]) -> Any:
@@ -683,7 +797,7 @@ def load(path: Path, cache_dir: Path | None = None) -> Config:
                 and cached["files"] == _expand(absolute, tuple(cached["config"]["includes"]))
                 and _digest_files(cached["files"]) == cached["digest"]
                 and all(os.path.exists(p) for p in cached["paths"])):
-            config: Config = _decode(Config, cached["config"])
+            config = _decode_config(cached["config"])
             if all(mirrors_mod.default(name) == url for name, url in config.mirror_defaults):
                 return config
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
@@ -696,7 +810,7 @@ def load(path: Path, cache_dir: Path | None = None) -> Config:
             cache_dir.mkdir(parents=True, exist_ok=True)
             tmp = index_file.with_suffix(f".tmp{os.getpid()}")
             tmp.write_text(json.dumps({"schema": _CACHE_SCHEMA, "files": files, "digest": digest,
-                                       "paths": _source_paths(config), "config": dataclasses.asdict(config)},
+                                       "paths": _source_paths(config), "config": _encode(config)},
                                       separators=(",", ":")))
             tmp.replace(index_file)
         except OSError:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from repogen.errors import PublishError, UsageError
-from repogen.publish import generations_dir, live_tree, swap_live
+from repogen.publish import SHARED_POOL, generations_dir, live_tree, swap_live
+from repogen.repos.pool import MANIFEST_FILE, read_manifest
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,13 @@ class Generation:
                 "created": dt.datetime.fromtimestamp(self.created, dt.UTC).isoformat(timespec="seconds")}
 
 
-def _count(root: Path, suffix: str) -> int:
+def _count(repository: Path, top: str, suffix: str) -> int:
+    """Packages the repository lists (its manifest: its pool may be the shared one, holding more)."""
+    try:
+        return sum(1 for path in read_manifest(repository / MANIFEST_FILE) if path.endswith(suffix))
+    except (FileNotFoundError, PublishError):
+        pass
+    root = repository / top
     if not root.is_dir():
         return 0
     return sum(1 for _dir, _dirs, files in os.walk(root) for name in files if name.endswith(suffix))
@@ -56,12 +63,12 @@ def generations(site: Path) -> list[Generation]:
     live = live_tree(site)
     found = []
     for path in directory.iterdir():
-        if not path.is_dir() or path.is_symlink() or path.name.endswith(".staging"):
-            continue
+        if not path.is_dir() or path.is_symlink() or path.name.endswith(".staging") or path.name == SHARED_POOL:
+            continue  # (the shared package pool is not a generation)
         found.append(Generation(
             name=path.name, path=path, created=path.stat().st_mtime, live=path == live,
-            artifacts=_artifacts(path), debs=_count(path / "deb" / "pool", ".deb"),
-            rpms=_count(path / "rpm" / "packages", ".rpm"), signed=(path / "SHA256SUMS.asc").is_file()))
+            artifacts=_artifacts(path), debs=_count(path / "deb", "pool", ".deb"),
+            rpms=_count(path / "rpm", "packages", ".rpm"), signed=(path / "SHA256SUMS.asc").is_file()))
     found.sort(key=lambda g: (g.created, g.name))
     return found
 

@@ -4,6 +4,16 @@
 writes a new generation beside it and renames a new link over ``site`` (one atomic rename(2)).
 If anything fails (a full disk included), the new generation is removed and the live tree is left
 exactly as it was.
+
+The APT and RPM package files are not in the generations: they live once in a shared, append-only
+pool, ``.<site>.generations/pool/deb/pool/...`` and ``.<site>.generations/pool/rpm/packages/...``,
+and each generation's ``deb/pool`` and ``rpm/packages`` are relative symbolic links to it
+(``../../pool/deb/pool``), so adding one package writes one file instead of re-linking the whole
+pool. Everything reachable from ``site`` is a regular file or a relative symlink that stays inside
+``site``'s parent directory: a reader (HTTP server, ``repogen upload``) that follows symlinks sees
+one complete tree. Which packages a generation publishes is its ``repogen-pool.json`` manifest (the
+paths its indexes list); pool files that no generation on disk lists are deleted once they have
+been unlisted for the grace period (``packages.grace-period``), see ``repos.pool.collect_garbage``.
 """
 
 from __future__ import annotations
@@ -28,6 +38,8 @@ from repogen.matrix import expand
 from repogen.model import Config, Job, Kind
 
 KEEP_GENERATIONS = 3
+#: The shared package pool inside ``.<site>.generations/`` (never a generation itself).
+SHARED_POOL = "pool"
 REPOSITORY_DIRS = ("deb", "rpm")
 
 
@@ -133,6 +145,11 @@ def publish(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     _prune(generations, keep=final)
+    if report.repos is not None:
+        from repogen.repos.pool import collect_garbage
+
+        grace = getattr(repo_options, "grace_seconds", 3 * 86400)
+        collect_garbage(generations / SHARED_POOL, _generation_dirs(generations, staging=True), now, grace)
     return report
 
 
@@ -142,6 +159,13 @@ def _from_remote_cache(home: Home, config: Config, remote: Any) -> int:
     from repogen.remote_cache import restore_missing
 
     return restore_missing(home.store, plan(home, expand(config), home.store.image_ids()), remote)
+
+
+def _generation_dirs(generations: Path, *, staging: bool = False) -> list[Path]:
+    """The generations on disk (and the staging trees of publishes under way, when asked)."""
+    return [p for p in generations.iterdir()
+            if p.is_dir() and not p.is_symlink() and p.name != SHARED_POOL
+            and (staging or not p.name.endswith(".staging"))]
 
 
 def _fill(home: Home, config: Config, out: Path, live: Path | None, *, signer: Any, debs: list[Path],
@@ -187,7 +211,7 @@ def _fill(home: Home, config: Config, out: Path, live: Path | None, *, signer: A
         from repogen.repos import publish_repositories
 
         report.repos = publish_repositories(out, live, debs, rpms, signer, home.path / "cache" / "repos",
-                                            repo_options, now=now)
+                                            repo_options, now=now, shared_pool=out.parent / SHARED_POOL)
     index = {"generator": f"repogen {__version__}", "generated_at": now.isoformat(timespec="seconds"),
              "kinds": {Kind.kmod.value: ".ko", Kind.ebpf.value: ".o"}, "artifacts": entries}
     _write(out / "index.json", json.dumps(index, indent=1, sort_keys=True).encode() + b"\n")
@@ -229,8 +253,7 @@ def swap_live(site: Path, generation: Path, generations: Path) -> None:
 
 def _prune(generations: Path, keep: Path) -> None:
     """Keep the live generation and the ones before it; old readers finish their downloads."""
-    done = sorted((p for p in generations.iterdir() if p.is_dir() and not p.name.endswith(".staging")),
-                  key=lambda p: p.stat().st_mtime, reverse=True)
+    done = sorted(_generation_dirs(generations), key=lambda p: p.stat().st_mtime, reverse=True)
     for old in done[KEEP_GENERATIONS:]:
         if old != keep:
             shutil.rmtree(old, ignore_errors=True)

@@ -138,6 +138,41 @@ class LocalFile:
     size: int
 
 
+def _tree_files(root: Path, boundary: Path) -> dict[str, Path]:
+    """Every file of the tree by its relative path, following the symbolic links publish makes.
+
+    A generation's ``deb/pool`` and ``rpm/packages`` are relative links to the shared package pool
+    beside the generations (see ``repogen.publish``); a link that is absolute, leaves ``boundary``
+    (the directory holding the site) or loops is refused: repogen never makes one.
+    """
+    found: dict[str, Path] = {}
+    pending = [(root, "")]
+    walked = {root}
+    while pending:
+        top, prefix = pending.pop()
+        for directory, dirs, files in os.walk(top):
+            for name in [*files, *(d for d in dirs if os.path.islink(os.path.join(directory, d)))]:
+                path = Path(directory, name)
+                relative = prefix + path.relative_to(top).as_posix()
+                if path.is_symlink():
+                    target = os.readlink(path)
+                    real = Path(os.path.realpath(path))
+                    if os.path.isabs(target) or not real.is_relative_to(boundary):
+                        raise NotATree(f"{path}: a symbolic link leaving the published tree (to {target}); "
+                                       "repogen publish makes only relative links to its shared package pool")
+                    if real.is_dir():
+                        if real in walked or any(real.is_relative_to(w) or w.is_relative_to(real) for w in walked):
+                            raise NotATree(f"{path}: a symbolic link into a directory walked already (a loop?)")
+                        walked.add(real)
+                        pending.append((real, f"{relative}/"))
+                        continue
+                    path = real
+                if not path.is_file():
+                    raise NotATree(f"{path}: not a regular file")
+                found[relative] = path
+    return found
+
+
 def read_tree(site: Path) -> tuple[Path, dict[str, LocalFile]]:
     """The generation ``site`` points at and its files with their digests.
 
@@ -168,16 +203,7 @@ def read_tree(site: Path) -> tuple[Path, dict[str, LocalFile]]:
         if not sep or not re.fullmatch(r"[0-9a-f]{64}", digest):
             raise NotATree(f"{sums_path}:{number}: not a sha256sum line")
         listed[name] = digest
-    found: dict[str, Path] = {}
-    for directory, dirs, files in os.walk(root):
-        for name in [*files, *(d for d in dirs if os.path.islink(os.path.join(directory, d)))]:
-            path = Path(directory, name)
-            relative = path.relative_to(root).as_posix()
-            if path.is_symlink():
-                raise NotATree(f"{path}: a symbolic link inside the published tree (repogen publish makes none)")
-            if not path.is_file():
-                raise NotATree(f"{path}: not a regular file")
-            found[relative] = path
+    found = _tree_files(root, site.absolute().parent.resolve())
     missing = sorted(set(listed) - set(found))
     if missing:
         raise NotATree(f"{sums_path}: lists {missing[0]}, which is not in the tree"

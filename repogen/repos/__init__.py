@@ -79,11 +79,16 @@ def publish_repositories(
     cache_dir: Path,
     options: RepoOptions,
     now: datetime | None = None,
+    shared_pool: Path | None = None,
 ) -> RepoReport:
     """Write ``out_dir/deb`` and ``out_dir/rpm`` from the inputs plus what ``previous_dir`` publishes.
 
-    Raises ``PublishError`` for any bad input before anything in ``previous_dir`` could be touched
-    (it never is); ``out_dir`` may then hold a partial tree, which the caller discards.
+    With ``shared_pool`` (``publish`` passes ``.<site>.generations/pool``) the package files go to
+    ``shared_pool/deb`` and ``shared_pool/rpm``, shared by every generation, and ``out_dir/deb/pool``
+    and ``out_dir/rpm/packages`` are relative symbolic links there; without it each tree has its own
+    pool (hard links to the previous one). Raises ``PublishError`` for any bad input before anything
+    in ``previous_dir`` could be touched (it never is); ``out_dir`` may then hold a partial tree, which
+    the caller discards (files added to the shared pool are then unlisted: garbage after the grace).
     """
     now = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     if options.valid_until_days is not None and options.valid_until_days < 1:
@@ -99,7 +104,8 @@ def publish_repositories(
                 previous = None
             if not inputs and previous is None:
                 continue
-            stats = publish(out_dir / kind, previous, inputs, signer, cache, options, now)
+            stats = publish(out_dir / kind, previous, inputs, signer, cache, options, now,
+                            shared_pool / kind if shared_pool is not None else None)
             setattr(report, kind, stats)
     finally:
         cache.close()

@@ -39,8 +39,10 @@ from repogen.repos.pool import (
     link_or_copy,
     merge,
     place,
-    published_files,
+    place_shared,
+    published_in,
     retain,
+    write_manifest,
 )
 
 if TYPE_CHECKING:
@@ -320,6 +322,7 @@ def publish_apt(
     cache: PackageCache,
     options: RepoOptions,
     now: datetime,
+    shared_root: Path | None = None,
 ) -> RepoStats:
     """Write the whole APT repository under ``repo_root`` (``<site>/deb``)."""
     suite = options.suite
@@ -329,7 +332,7 @@ def publish_apt(
             raise PublishError(f"invalid APT {what} {value!r}")
     input_stats: list[os.stat_result] = []
     inputs = check_inputs(debs, ".deb", input_stats)
-    published = published_files(previous_root / "pool", ".deb") if previous_root else []
+    published = published_in(previous_root, "pool", ".deb")
     read_stats = ReadStats()
     reader = partial(read_deb, component=options.component)
     paths = published + inputs
@@ -350,7 +353,10 @@ def publish_apt(
 
     # The pool is linked (syscalls, GIL released) while the indexes are rendered and compressed.
     linker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="place")
-    placing = linker.submit(place, kept, repo_root)
+    if shared_root is None:
+        placing = linker.submit(place, kept, repo_root)
+    else:  # only the new packages are written: the rest is in the shared pool already
+        placing = linker.submit(place_shared, kept, repo_root, shared_root, "pool", previous_root)
     linker.shutdown(wait=False)
     dist = repo_root / "dists" / suite
     previous_dist = previous_root / "dists" / suite if previous_root is not None else None
@@ -359,6 +365,7 @@ def publish_apt(
                                       previous_dist)
     finally:
         copies = placing.result()  # its error first: a pool problem explains an index one
+    write_manifest(repo_root, kept)
     cache.remember_digests(copies)  # after the index: the cache's background write overlapped it
     cache.commit()
     release = _release(options, suite, codename, architectures, index_files, now)

@@ -1,5 +1,6 @@
 """What a published tree's APT and RPM repositories hold (``repogen packages list``), read from
-their pools: the pool is the repositories' source of truth, the indexes are derived from it."""
+the package files each repository's manifest lists (the pool itself, for trees without one): the
+pool is the repositories' source of truth, the indexes are derived from it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from repogen.errors import PublishError
 from repogen.repos.apt import read_deb
-from repogen.repos.pool import published_files
+from repogen.repos.pool import published_in
 from repogen.repos.rpm import read_rpm
 
 
@@ -37,13 +38,13 @@ class PublishedPackage:
 def published_packages(tree: Path) -> list[PublishedPackage]:
     """Every package in ``tree/deb/pool`` and ``tree/rpm/packages``, sorted by kind, name, path."""
     found: list[PublishedPackage] = []
-    for path in published_files(tree / "deb" / "pool", ".deb"):
+    for path in published_in(tree / "deb", "pool", ".deb"):
         deb = read_deb(path)
         if isinstance(deb, str):
             raise PublishError(f"{path}: {deb}")
         found.append(PublishedPackage("deb", deb.name, deb.version, deb.arch, deb.size,
                                       str(Path(path).relative_to(tree))))
-    for path in published_files(tree / "rpm" / "packages", ".rpm"):
+    for path in published_in(tree / "rpm", "packages", ".rpm"):
         rpm = read_rpm(path)
         if isinstance(rpm, str):
             raise PublishError(f"{path}: {rpm}")

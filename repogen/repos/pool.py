@@ -6,12 +6,16 @@ name, so a silent replacement is a hash mismatch (or worse, a different package)
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
+import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -288,3 +292,159 @@ def _parse_time(value: str | None) -> datetime | None:
         return datetime.fromisoformat(value)
     except ValueError:
         return None
+
+
+# -- the shared pool --------------------------------------------------------------------------------
+#
+# Package files live once, in a pool shared by every generation of the site
+# (``.<site>.generations/pool/deb/pool/...``, ``.../pool/rpm/packages/...``); a generation's
+# ``deb/pool`` and ``rpm/packages`` are relative symbolic links to it. A publish adds the new files
+# (each written to a temporary name and renamed: a reader never sees half a package) and links,
+# instead of re-linking every published package into the new generation. What a generation
+# publishes is its manifest (``repogen-pool.json``: the pool paths its indexes list), not what
+# happens to lie in the shared directory. Files no generation lists any more are deleted by
+# :func:`collect_garbage` once they have been unlisted for the grace period.
+
+MANIFEST_FILE = "repogen-pool.json"
+GC_STATE_FILE = "repogen-gc.json"
+REPOSITORY_KINDS = ("deb", "rpm")
+
+
+def published_in(previous_root: Path | None, top: str, suffix: str) -> list[str]:
+    """The package files the live repository publishes: its manifest, else (older trees) its pool."""
+    if previous_root is None:
+        return []
+    manifest = previous_root / MANIFEST_FILE
+    try:
+        listed = read_manifest(manifest)
+    except FileNotFoundError:
+        return published_files(previous_root / top, suffix)
+    root = os.fspath(previous_root)
+    return [f"{root}/{path}" for path in listed if path.startswith(f"{top}/")]
+
+
+def read_manifest(manifest: Path) -> list[str]:
+    """Pool paths a generation lists; a damaged manifest is an error, never an empty repository."""
+    try:
+        data = json.loads(manifest.read_text())
+        files = data["files"]
+        if not isinstance(files, list) or (files and _UNSAFE.search("\n".join(files))):  # (TypeError: not text)
+            raise ValueError("unexpected content")
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise PublishError(f"{manifest}: unreadable ({error}); the live repository is left as it is",
+                           hint="restore the file from the generation before, or republish every package") from None
+    return files
+
+
+# Checked on all paths joined by newlines at once: an empty, absolute or '..' path, NUL, a newline.
+_UNSAFE = re.compile(r"^$|^/|(?:^|/)\.\.(?:/|$)|\x00|\n\n|^\n|\n$", re.MULTILINE)
+
+
+def write_manifest(repo_root: Path, entries: Sequence[PoolEntry[Record]]) -> None:
+    paths = sorted(entry.record.pool_path for entry in entries)
+    (repo_root / MANIFEST_FILE).write_text(json.dumps({"version": 1, "files": paths}) + "\n")  # C encoder: no indent
+
+
+def place_shared(entries: Sequence[PoolEntry[Record]], repo_root: Path, shared_root: Path, top: str,
+                 previous_root: Path | None) -> list[tuple[os.stat_result, str]]:
+    """Make every entry present in the shared pool and link ``repo_root/top`` to it.
+
+    Published entries of a live tree that already uses this shared pool are there: nothing to do for
+    them, which is the point. Inputs are copied (a later rewrite of an input must not change a
+    published file) to a temporary name and renamed into place; a file left at that path by a failed
+    or retention-removed publish with other bytes is replaced the same way (no live index lists it:
+    ``merge`` refused any conflict with the live tree). Returns (stat, sha256) of the copies.
+    """
+    shared = os.fspath(shared_root)
+    os.makedirs(f"{shared}/{top}", exist_ok=True)
+    already = previous_root is not None and os.path.realpath(previous_root / top) == os.path.realpath(f"{shared}/{top}")
+    todo = [entry for entry in entries if not (entry.published and already)]
+    for parent in sorted({os.path.dirname(entry.record.pool_path) for entry in todo}):
+        os.makedirs(f"{shared}/{parent}", exist_ok=True)
+
+    def put(entry: PoolEntry[Record]) -> tuple[os.stat_result, str] | None:
+        dest = f"{shared}/{entry.record.pool_path}"
+        try:
+            found = os.stat(dest)
+        except FileNotFoundError:
+            found = None
+        if found is not None and found.st_size == entry.record.size and _file_sha256(dest) == entry.record.sha256:
+            return (found, entry.record.sha256) if not entry.published else None
+        directory, name = os.path.split(dest)
+        temporary = f"{directory}/.{name}.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            if entry.published:
+                link_or_copy(entry.source, temporary)
+            else:
+                shutil.copyfile(entry.source, temporary)
+            os.replace(temporary, dest)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+        return None if entry.published else (os.stat(dest), entry.record.sha256)
+
+    if len(todo) < 16:
+        placed = [put(entry) for entry in todo]
+    else:
+        with ThreadPoolExecutor(max_workers=4) as pool:  # copying releases the GIL: overlap the I/O
+            placed = list(pool.map(put, todo))
+    if entries:
+        link = repo_root / top
+        os.makedirs(repo_root, exist_ok=True)
+        os.symlink(os.path.relpath(f"{shared}/{top}", repo_root), link)
+    return [copy for copy in placed if copy is not None]
+
+
+def _file_sha256(path: str) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def collect_garbage(pool_base: Path, generations: Iterable[Path], now: datetime, grace_seconds: int) -> list[str]:
+    """Delete shared-pool files that no generation's manifest has listed for ``grace_seconds``.
+
+    ``generations`` are every generation (and staging tree) still on disk. The time each file was
+    first seen unlisted is kept in ``repogen-gc.json``. Nothing is deleted when a manifest cannot
+    be read. Returns the deleted paths, relative to ``pool_base``.
+    """
+    if not pool_base.is_dir():
+        return []
+    listed: set[str] = set()
+    for generation in generations:
+        for kind in REPOSITORY_KINDS:
+            try:
+                listed.update(f"{kind}/{path}" for path in read_manifest(generation / kind / MANIFEST_FILE))
+            except FileNotFoundError:
+                continue
+            except PublishError as error:
+                log.warning("%s; the shared pool is not garbage-collected this time", error)
+                return []
+    state_path = pool_base / GC_STATE_FILE
+    try:
+        unlisted_since = json.loads(state_path.read_text()).get("unlisted", {})
+    except (OSError, ValueError, AttributeError):
+        unlisted_since = {}
+    base = os.fspath(pool_base)
+    still: dict[str, str] = {}
+    deleted: list[str] = []
+    for kind in REPOSITORY_KINDS:
+        for directory, _dirs, files in os.walk(f"{base}/{kind}"):
+            for name in files:
+                path = f"{directory}/{name}"
+                relative = path[len(base) + 1:]
+                if relative in listed:
+                    continue
+                since = _parse_time(unlisted_since.get(relative)) or now
+                if now - since >= timedelta(seconds=grace_seconds):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                    deleted.append(relative)
+                else:
+                    still[relative] = since.isoformat()
+    temporary = state_path.with_name(f".{GC_STATE_FILE}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps({"version": 1, "unlisted": still}, indent=1) + "\n")
+    os.replace(temporary, state_path)
+    return sorted(deleted)

@@ -32,8 +32,10 @@ from repogen.repos.pool import (
     drop,
     merge,
     place,
-    published_files,
+    place_shared,
+    published_in,
     retain,
+    write_manifest,
 )
 
 if TYPE_CHECKING:
@@ -216,13 +218,14 @@ def publish_rpm(
     cache: PackageCache,
     options: RepoOptions,
     now: datetime,
+    shared_root: Path | None = None,
 ) -> RepoStats:
     """Write the whole RPM repository under ``repo_root`` (``<site>/rpm``)."""
     if options.rpm_compression not in _COMPRESSION:
         raise PublishError(f"invalid rpm_compression {options.rpm_compression!r} (use gz or zstd)")
     input_stats: list[os.stat_result] = []
     inputs = check_inputs(rpms, ".rpm", input_stats)
-    published = published_files(previous_root / "packages", ".rpm") if previous_root else []
+    published = published_in(previous_root, "packages", ".rpm")
     read_stats = ReadStats()
     paths = published + inputs
     records = identify(paths, cache, RpmRecord, read_rpm, read_stats, known_stats=input_stats)
@@ -234,13 +237,17 @@ def publish_rpm(
     kept.sort(key=lambda entry: entry.record.pool_path)
     # The pool is linked (syscalls, GIL released) while repodata is assembled and compressed.
     linker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="place")
-    placing = linker.submit(place, kept, repo_root)
+    if shared_root is None:
+        placing = linker.submit(place, kept, repo_root)
+    else:  # only the new packages are written: the rest is in the shared pool already
+        placing = linker.submit(place_shared, kept, repo_root, shared_root, "packages", previous_root)
     linker.shutdown(wait=False)
     try:
         repomd = _write_repodata(repo_root / "repodata", [e.record for e in kept],
                                  _COMPRESSION[options.rpm_compression], now)
     finally:
         copies = placing.result()  # its error first: a pool problem explains an index one
+    write_manifest(repo_root, kept)
     cache.remember_digests(copies)  # after the index: the cache's background write overlapped it
     cache.commit()
     repodata = repo_root / "repodata"
