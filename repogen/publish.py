@@ -149,7 +149,8 @@ def publish(
         from repogen.repos.pool import collect_garbage
 
         grace = getattr(repo_options, "grace_seconds", 3 * 86400)
-        collect_garbage(generations / SHARED_POOL, _generation_dirs(generations, staging=True), now, grace)
+        collect_garbage(generations / SHARED_POOL, _generation_dirs(generations, staging=True), now, grace,
+                        every_seconds=min(grace / 10, 3600))
     return report
 
 

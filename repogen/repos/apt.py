@@ -40,7 +40,7 @@ from repogen.repos.pool import (
     merge,
     place,
     place_shared,
-    published_in,
+    published_with_digests,
     retain,
     write_manifest,
 )
@@ -332,15 +332,19 @@ def publish_apt(
             raise PublishError(f"invalid APT {what} {value!r}")
     input_stats: list[os.stat_result] = []
     inputs = check_inputs(debs, ".deb", input_stats)
-    published = published_in(previous_root, "pool", ".deb")
+    published, published_digests = published_with_digests(previous_root, "pool", ".deb")
     read_stats = ReadStats()
     reader = partial(read_deb, component=options.component)
     paths = published + inputs
     records = identify(paths, cache, DebRecord, reader, read_stats,
                        valid=lambda r: r.pool_path.startswith(f"pool/{options.component}/"),
-                       known_stats=input_stats)
-    entries = [PoolEntry(record, path, index < len(published))
-               for index, (path, record) in enumerate(zip(paths, records, strict=True))]
+                       known_stats=input_stats, known_first=published_digests)
+    count = len(published)
+    live_shas = {record.sha256 for record in records[:count]}
+    # An input that is published already (the same bytes) adds nothing: merge would keep the published one.
+    entries = [PoolEntry(record, path, index < count)
+               for index, (path, record) in enumerate(zip(paths, records, strict=True))
+               if index < count or record.sha256 not in live_shas]
     entries = merge(entries, lambda r: (r.name, r.version, r.arch), _describe)
     entries, dropped = drop(entries, options.remove, lambda r: (r.version,))
     kept, removed = retain(entries, options.keep_versions, lambda r: (r.name, r.arch), _compare)

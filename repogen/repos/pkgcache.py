@@ -232,6 +232,7 @@ def identify(
     stats: ReadStats,
     valid: Callable[[Record], bool] = lambda record: True,
     known_stats: Sequence[os.stat_result] = (),
+    known_first: Sequence[str] = (),
 ) -> list[Record]:
     """A record for every path, in order, reading only the packages the cache has never seen.
 
@@ -240,13 +241,17 @@ def identify(
     package), returns just the digest instead of parsing; it raises ``PublishError`` for a file that is
     not a valid package. Each file is read once: hashing and parsing are one pass, in parallel for many.
     A cached record that ``valid`` rejects (made under other options) is read again.
-    ``known_stats`` are the ``os.stat`` of the last paths, when the caller has them already.
+    ``known_stats`` are the ``os.stat`` of the last paths, when the caller has them already;
+    ``known_first`` the sha256 of the first paths (files that never change: the live manifest's
+    pool files), which are then not looked at at all unless the cache lacks their record.
     ``stats`` counts each package (sha256) once, however many of the paths hold it.
     """
     # ``known_stats``: those of the last paths, taken already (check_inputs does, for the inputs).
     stat = os.stat
-    file_stats = [stat(path) for path in paths[:len(paths) - len(known_stats)]] + list(known_stats)
-    digests = cache.known_digests(file_stats)
+    head = len(known_first)
+    file_stats: list[os.stat_result] = [stat(path) for path in paths[head:len(paths) - len(known_stats)]]
+    file_stats += known_stats
+    digests: list[str | None] = [*known_first, *cache.known_digests(file_stats)]
     records: list[Record | None] = [None] * len(paths)
     from_cache: set[str] = set()
 
@@ -298,7 +303,7 @@ def identify(
     stats.read += len(fresh)
     stats.cached += len(from_cache - fresh.keys())
     stats.hashed += len(unhashed)
-    cache.remember_digests((file_stats[i], digests[i] or "") for i in unhashed)
+    cache.remember_digests((file_stats[i - head], digests[i] or "") for i in unhashed)  # (never i < head)
     cache.put({record.sha256: record for record in read[stored:]}.values())  # in the background too
     return [record for record in records if record is not None]
 

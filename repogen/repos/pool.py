@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -312,23 +313,32 @@ REPOSITORY_KINDS = ("deb", "rpm")
 
 def published_in(previous_root: Path | None, top: str, suffix: str) -> list[str]:
     """The package files the live repository publishes: its manifest, else (older trees) its pool."""
+    return published_with_digests(previous_root, top, suffix)[0]
+
+
+def published_with_digests(previous_root: Path | None, top: str, suffix: str) -> tuple[list[str], list[str]]:
+    """(paths, sha256s) of what the live repository publishes; sha256s empty for trees before manifests."""
     if previous_root is None:
-        return []
+        return [], []
     manifest = previous_root / MANIFEST_FILE
     try:
         listed = read_manifest(manifest)
     except FileNotFoundError:
-        return published_files(previous_root / top, suffix)
+        return published_files(previous_root / top, suffix), []
     root = os.fspath(previous_root)
-    return [f"{root}/{path}" for path in listed if path.startswith(f"{top}/")]
+    prefix = f"{top}/"
+    chosen = [(path, sha) for path, sha in listed.items() if path.startswith(prefix)]
+    return [f"{root}/{path}" for path, _sha in chosen], [sha for _path, sha in chosen]
 
 
-def read_manifest(manifest: Path) -> list[str]:
-    """Pool paths a generation lists; a damaged manifest is an error, never an empty repository."""
+def read_manifest(manifest: Path) -> dict[str, str]:
+    """Pool path -> sha256 of what a generation lists; a damaged manifest is an error, never an empty
+    repository."""
     try:
         data = json.loads(manifest.read_text())
         files = data["files"]
-        if not isinstance(files, list) or (files and _UNSAFE.search("\n".join(files))):  # (TypeError: not text)
+        if (not isinstance(files, dict) or not _safe_paths(list(files))
+                or not _SHA256_LINES.fullmatch("\n".join(files.values()))):
             raise ValueError("unexpected content")
     except FileNotFoundError:
         raise
@@ -338,13 +348,18 @@ def read_manifest(manifest: Path) -> list[str]:
     return files
 
 
-# Checked on all paths joined by newlines at once: an empty, absolute or '..' path, NUL, a newline.
-_UNSAFE = re.compile(r"^$|^/|(?:^|/)\.\.(?:/|$)|\x00|\n\n|^\n|\n$", re.MULTILINE)
+_SHA256_LINES = re.compile(r"(?:[0-9a-f]{64}(?:\n[0-9a-f]{64})*)?")
+def _safe_paths(paths: list[str]) -> bool:
+    """No empty, absolute or '..' path, no NUL or newline: checked on all of them joined at once."""
+    joined = "\n" + "\n".join(paths) + "\n"  # (TypeError for a path that is not text)
+    return joined.count("\n") == len(paths) + 1 and not any(
+        bad in joined for bad in ("\n\n", "\n/", "\0", "/../", "\n../", "/..\n", "\n..\n"))
 
 
 def write_manifest(repo_root: Path, entries: Sequence[PoolEntry[Record]]) -> None:
-    paths = sorted(entry.record.pool_path for entry in entries)
-    (repo_root / MANIFEST_FILE).write_text(json.dumps({"version": 1, "files": paths}) + "\n")  # C encoder: no indent
+    files = {entry.record.pool_path: entry.record.sha256 for entry in entries}
+    # Sorted, no indent: json's C encoder (an indent makes it the pure-Python one).
+    (repo_root / MANIFEST_FILE).write_text(json.dumps({"version": 1, "files": files}, sort_keys=True) + "\n")
 
 
 def place_shared(entries: Sequence[PoolEntry[Record]], repo_root: Path, shared_root: Path, top: str,
@@ -403,15 +418,21 @@ def _file_sha256(path: str) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def collect_garbage(pool_base: Path, generations: Iterable[Path], now: datetime, grace_seconds: int) -> list[str]:
+def collect_garbage(pool_base: Path, generations: Iterable[Path], now: datetime, grace_seconds: int,
+                    *, every_seconds: float = 0) -> list[str]:
     """Delete shared-pool files that no generation's manifest has listed for ``grace_seconds``.
 
     ``generations`` are every generation (and staging tree) still on disk. The time each file was
-    first seen unlisted is kept in ``repogen-gc.json``. Nothing is deleted when a manifest cannot
-    be read. Returns the deleted paths, relative to ``pool_base``.
+    first seen unlisted is kept in ``repogen-gc.json``; with ``every_seconds``, nothing is done when
+    that file was written less than that long ago (a publish need not walk the pool each time: a
+    file is then deleted at most that much later). Nothing is deleted when a manifest cannot be
+    read. Returns the deleted paths, relative to ``pool_base``.
     """
     if not pool_base.is_dir():
         return []
+    with contextlib.suppress(OSError):
+        if every_seconds > 0 and time.time() - (pool_base / GC_STATE_FILE).stat().st_mtime < every_seconds:
+            return []
     listed: set[str] = set()
     for generation in generations:
         for kind in REPOSITORY_KINDS:

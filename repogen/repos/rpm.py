@@ -33,7 +33,7 @@ from repogen.repos.pool import (
     merge,
     place,
     place_shared,
-    published_in,
+    published_with_digests,
     retain,
     write_manifest,
 )
@@ -225,12 +225,17 @@ def publish_rpm(
         raise PublishError(f"invalid rpm_compression {options.rpm_compression!r} (use gz or zstd)")
     input_stats: list[os.stat_result] = []
     inputs = check_inputs(rpms, ".rpm", input_stats)
-    published = published_in(previous_root, "packages", ".rpm")
+    published, published_digests = published_with_digests(previous_root, "packages", ".rpm")
     read_stats = ReadStats()
     paths = published + inputs
-    records = identify(paths, cache, RpmRecord, read_rpm, read_stats, known_stats=input_stats)
-    entries = [PoolEntry(record, path, index < len(published))
-               for index, (path, record) in enumerate(zip(paths, records, strict=True))]
+    records = identify(paths, cache, RpmRecord, read_rpm, read_stats, known_stats=input_stats,
+                       known_first=published_digests)
+    count = len(published)
+    live_shas = {record.sha256 for record in records[:count]}
+    # An input that is published already (the same bytes) adds nothing: merge would keep the published one.
+    entries = [PoolEntry(record, path, index < count)
+               for index, (path, record) in enumerate(zip(paths, records, strict=True))
+               if index < count or record.sha256 not in live_shas]
     entries = merge(entries, lambda r: (r.name, r.epoch, r.version, r.release, r.arch), _describe)
     entries, dropped = drop(entries, options.remove, _version_spellings)
     kept, removed = retain(entries, options.keep_versions, lambda r: (r.name, r.arch), compare_evr)
