@@ -79,8 +79,10 @@ class Tree:
         publish(self.root / "home", config, self.site, *self.packages)
 
     def files(self) -> dict[str, bytes]:
+        """Every file of the live tree, following its links into the shared package pool (as any reader does)."""
         root = self.site.resolve()
-        return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+        found = [Path(directory, name) for directory, _dirs, names in os.walk(root, followlinks=True) for name in names]
+        return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(found)}
 
 
 @pytest.fixture(scope="module")
@@ -483,7 +485,8 @@ def test_a_bucket_that_does_not_exist(moto: CountingMotoServer, tree: Tree) -> N
     assert gc.code == 1 and "bucket does not exist" in gc.err
 
 
-@pytest.mark.parametrize("case", ["missing", "empty-dir", "foreign-index", "link-inside", "bad-sums"])
+@pytest.mark.parametrize("case", ["missing", "empty-dir", "foreign-index", "link-inside", "relative-link-out",
+                                  "bad-sums"])
 def test_a_site_that_is_not_a_published_tree_is_refused_before_any_request(
         moto: CountingMotoServer, tree: Tree, bucket: str, tmp_path: Path, case: str) -> None:
     site = tmp_path / "not-a-site"
@@ -493,10 +496,12 @@ def test_a_site_that_is_not_a_published_tree_is_refused_before_any_request(
         site.mkdir()
         (site / "index.json").write_text('{"generator": "something else"}')
         (site / "SHA256SUMS").write_text("")
-    elif case in ("link-inside", "bad-sums"):
+    elif case in ("link-inside", "relative-link-out", "bad-sums"):
         shutil.copytree(tree.site.resolve(), site)
         if case == "link-inside":
             (site / "driver" / "escape").symlink_to("/etc")
+        elif case == "relative-link-out":  # relative, like the shared pool's links, but leaving the site's parent
+            (site / "driver" / "escape").symlink_to(os.path.relpath("/etc", site / "driver"))
         else:
             (site / "SHA256SUMS").write_text("not a checksum line\n")
     moto.reset()

@@ -351,6 +351,8 @@ def read_manifest(manifest: Path) -> dict[str, str]:
 _SHA256_LINES = re.compile(r"(?:[0-9a-f]{64}(?:\n[0-9a-f]{64})*)?")
 def _safe_paths(paths: list[str]) -> bool:
     """No empty, absolute or '..' path, no NUL or newline: checked on all of them joined at once."""
+    if not paths:
+        return True
     joined = "\n" + "\n".join(paths) + "\n"  # (TypeError for a path that is not text)
     return joined.count("\n") == len(paths) + 1 and not any(
         bad in joined for bad in ("\n\n", "\n/", "\0", "/../", "\n../", "/..\n", "\n..\n"))
