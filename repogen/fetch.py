@@ -146,6 +146,10 @@ class DownloadCache:
         with src:
             return _copy(src, out)
 
+    def _reason(self, error: BaseException | None) -> str:
+        reason = _reason(error)
+        return f"timed out after {self.timeout:g}s" if reason == "timed out" else reason
+
     def _retry(self) -> Retry:
         return _Retry(total=None, connect=self.retries, read=self.retries, status=self.retries,
                       other=self.retries, redirect=10, backoff_factor=self.backoff, backoff_max=60,
@@ -162,10 +166,10 @@ class DownloadCache:
             try:
                 response = self._pool.request("GET", url, preload_content=False, retries=retry, timeout=timeout)
             except MaxRetryError as exc:
-                raise FetchError(f"{url}: {_reason(exc.reason)} (gave up after {self.retries + 1} attempts)",
+                raise FetchError(f"{url}: {self._reason(exc.reason)} (gave up after {self.retries + 1} attempts)",
                                  url=url) from None
             except HTTPError as exc:
-                raise FetchError(f"{url}: {_reason(exc)}", url=url) from None
+                raise FetchError(f"{url}: {self._reason(exc)}", url=url) from None
             retry = response.retries or retry
             attempts = len(retry.history) + 1
             if response.status >= 400:
@@ -185,9 +189,10 @@ class DownloadCache:
                 try:
                     retry = retry.increment("GET", url, error=exc)
                 except MaxRetryError:
-                    raise FetchError(f"{url}: {_reason(exc)} (gave up after {attempts} attempts)", url=url) from None
+                    raise FetchError(f"{url}: {self._reason(exc)} (gave up after {attempts} attempts)",
+                                     url=url) from None
                 except HTTPError:
-                    raise FetchError(f"{url}: {_reason(exc)}", url=url) from None
+                    raise FetchError(f"{url}: {self._reason(exc)}", url=url) from None
                 retry.sleep()
             finally:
                 response.release_conn()

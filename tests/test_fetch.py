@@ -137,7 +137,7 @@ def test_short_body_is_never_stored(tmp_path: Path, server: FaultyServer) -> Non
 
 def test_hang_times_out_and_is_retried(tmp_path: Path, server: FaultyServer) -> None:
     server.script = ["hang", "hang", "hang"]
-    with pytest.raises(FetchError, match=r"timed out \(gave up after 3 attempts\)"):
+    with pytest.raises(FetchError, match=r"timed out after 0.3s \(gave up after 3 attempts\)"):
         _cache(tmp_path, timeout=0.3).get(server.url)
     assert server.requests == 3
 
