@@ -145,11 +145,23 @@ def main() -> int:
         shutil.rmtree(work / "home" / "cache" / "config", ignore_errors=True)
         cold_s, cold_n, _ = plan_run()
         warm = [plan_run() for _ in range(args.runs)]
+        # Reference in the same run: the same plan without the cache (every job missing), so the
+        # cost of asking the cache shows apart from the plan itself on a loaded machine.
+        local = []
+        for _ in range(args.runs):
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "repogen", "--home", str(work / "home"), "-c", str(config_path),
+                            "plan"], capture_output=True, env={**env, "REPOGEN_CACHE": ""}, timeout=600,
+                           check=True)
+            local.append(time.perf_counter() - started)
+        local_s = median(local)
         plan_s = median([w[0] for w in warm])
         plan_n = max(w[1] for w in warm)
         print(f"repogen plan --cache --json, first run (YAML parse): {cold_s:.3f}s, {cold_n} requests")
         print(f"repogen plan --cache --json, warm runs: {fmt([w[0] for w in warm])} s; median {plan_s:.3f}s; "
               f"requests per run: {sorted({w[1] for w in warm})}")
+        print(f"reference: repogen plan (table) without the cache (all {total} missing): {fmt(local)} s; "
+              f"median {local_s:.3f}s -> the cache adds {plan_s - local_s:+.3f}s")
         for line in warm[-1][2]:
             print(f"    {line[:150]}")
 

@@ -255,7 +255,7 @@ def _remote_cache(config: Config, cache_url: str | None, *, check: bool = True) 
 @selector_options
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object: counts, total, and the jobs (with state, reason, error).")
-@click.option("--all", "show_all", is_flag=True, help="List built jobs too, not only the work to do.")
+@click.option("--all", "show_all", is_flag=True, help="List built (and cached) jobs too, not only the work to do.")
 @click.option("--why", is_flag=True, help="Say why each job would be built (e.g. 'builder image gcc12 changed').")
 @click.option("--check-images", is_flag=True,
               help="Ask the Docker engine for the builder image ids (default: those recorded by the last "
@@ -281,10 +281,10 @@ def plan(ctx: Ctx, only: tuple[str, ...], shard: str | None, changed_since: str 
     if as_json:
         rows = [{**p.job.fields, "state": p.state, "toolchain": p.toolchain, "build_key": p.key,
                  "reason": p.reason, "error": p.error, "boot": _boot_field(boots, p.job.job_id)}
-                for p in planned if show_all or p.state != "built"]
+                for p in planned if show_all or p.state not in ("built", "cached")]
         emit_json({"counts": dict(counts), "total": len(planned), "jobs": rows})
         return
-    todo = [p for p in planned if show_all or p.state != "built"]
+    todo = [p for p in planned if show_all or p.state not in ("built", "cached")]  # cached: no compile
     if todo:
         table = Table("state", "driver", "version", "kind", "kernel", "toolchain", "boot", "detail", box=None)
         for p in todo[:200]:
