@@ -135,7 +135,7 @@ def prepare_state(work: Path, kernels: int, image_tag: str, image_id: str) -> tu
     now = time.time()
     for job in jobs:
         chain = images.choose(job.kernel)
-        assert chain.tag == image_tag, f"{job.kernel.label} needs {chain.tag}"
+        assert chain.name == image_tag, f"{job.kernel.label} needs {chain.name}"
         key = job_key(job, source, [h.sha256 or "" for h in job.kernel.headers], image_id)
         digest = hashlib.sha256(job.job_id.encode()).hexdigest()
         home.store.record_build(BuildRecord(
@@ -200,7 +200,7 @@ def main() -> int:
     docker_ready()
     client = container.connect()
     print(f"start: {load_note()}")
-    image_tag = images.toolchains()["gcc12"].tag
+    image_tag = "gcc12"  # the toolchain's name: what the state records, as `repogen images build` does
     image_id = images.resolve_ids(client).get(image_tag)
     if not image_id:
         raise SystemExit(f"{image_tag} is missing")

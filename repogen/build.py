@@ -22,18 +22,18 @@ from typing import Any
 
 import docker
 
-from repogen import container, images, ownership, reasons, recipes
+from repogen import arch, container, images, ownership, reasons, recipes
 from repogen.errors import BuildError, FetchError, RepogenError
 from repogen.fetch import Download
-from repogen.headers import KernelTree
+from repogen.headers import HeadersCache, KernelTree
 from repogen.home import Home
 from repogen.matrix import Selector
-from repogen.model import Config, Driver, Job, Kind
+from repogen.model import Config, Driver, Job
 from repogen.plan import Planned, job_key, script_digest
 from repogen.remote_cache import RemoteCache
 from repogen.sources import SourceTree
 from repogen.store import BuildRecord, build_key
-from repogen.verify import VerificationError, verify
+from repogen.verify import VerificationError, Verified, verify
 
 
 @dataclass
@@ -78,13 +78,17 @@ class Builder:
     """Runs planned jobs; owns the per-run memory of shared steps (done once, failed once)."""
 
     def __init__(self, home: Home, config: Config, client: docker.DockerClient, *,
-                 image_ids: dict[str, str], keep_work: bool = False, remote: RemoteCache | None = None) -> None:
+                 image_ids: dict[str, str], keep_work: bool = False, remote: RemoteCache | None = None,
+                 on_event: Callable[[str], None] | None = None) -> None:
         self.home = home
         self.remote = remote
         self.config = config
         self.client = client
-        self.image_ids = image_ids
+        self.image_ids = dict(image_ids)  # toolchain name -> builder image id
         self.keep_work = keep_work
+        self.on_event = on_event
+        self.make_jobs = os.cpu_count() or 1
+        self._image_locks: dict[str, threading.Lock] = {}
         self._prepare_locks: dict[str, threading.Lock] = {}
         self._prepare_failures: dict[str, BuildError] = {}
         self._source_failures: dict[tuple[str, str], RepogenError] = {}
@@ -134,7 +138,7 @@ class Builder:
             os.replace(tmp, path)
         return path
 
-    def _prepared(self, job: Job, source: SourceTree, image_tag: str, image_id: str) -> Path:
+    def _prepared(self, job: Job, source: SourceTree, image_id: str) -> Path:
         recipe = recipes.get(job.driver.recipe)
         if not recipe.needs_prepare:
             return source.root
@@ -152,7 +156,7 @@ class Builder:
             log = self.home.logs / "prepare" / f"{job.driver.name}-{job.driver.version}-{key[:12]}.log"
             log.unlink(missing_ok=True)
             result = container.run(
-                self.client, image_tag, ["bash", "/repogen/recipe.sh", "prepare"],
+                self.client, image_id, ["bash", "/repogen/recipe.sh", "prepare"],
                 readonly=[(source.root / "src", "/src"), (self._recipe_script(recipe), "/repogen/recipe.sh")],
                 writable=[(staging, "/out")],
                 environment={"DRIVER_NAME": job.driver.name, "DRIVER_VERSION": job.driver.version},
@@ -181,31 +185,55 @@ class Builder:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def _image(self, chain: images.Toolchain) -> str:
+        """The builder image of a toolchain, made on first use (debootstrap + build) when missing."""
+        with self._guard:
+            lock = self._image_locks.setdefault(chain.name, threading.Lock())
+        with lock:
+            if (found := self.image_ids.get(chain.name)) is None:
+                if self.on_event:
+                    self.on_event(f"builder image {chain.name} is missing: making it (a few minutes, once)")
+                found = images.ensure(self.client, chain, self.home.logs / "images")
+                self.image_ids[chain.name] = found
+                self.home.store.record_images(dict(self.image_ids))
+            return found
+
+    def _kernel(self, job: Job, files: list[Download]) -> tuple[images.Toolchain, KernelTree | None]:
+        """The toolchain that matches the kernel's own gcc: from the recorded facts of its headers, else
+        by unpacking them (the tree is returned then, so it is not looked up twice)."""
+        key = HeadersCache.key([f.sha256 for f in files])
+        gccs = self.home.store.kernel_gccs()
+        if key in gccs:
+            return images.choose(job.kernel, gccs[key]), None
+        tree = self._tree(job, files)
+        self.home.store.record_kernel(key, tree.release, tree.gcc, tree.config_sha256)
+        return images.choose(job.kernel, tree.gcc), tree
+
     # one job ------------------------------------------------------------------------------------
     def run_job(self, planned: Planned, force: bool) -> Result:
         job = planned.job
         started = time.time()
-        chain = images.toolchains()[planned.toolchain]
-        image_id = self.image_ids.get(chain.tag)
         key: str | None = None
         inputs = ""
         log_path: Path | None = None
+        image_id: str | None = None
+        toolchain = planned.toolchain
         leased = False
         try:
-            if not image_id:
-                raise BuildError(f"builder image {chain.tag} is missing",
-                                 hint="run `repogen images build` (and `repogen images bootstrap` first "
-                                      "on a host with no registry)")
             early_key = planned.key if job.driver.source.pinned else None  # a branch may have moved
             if (cached := self._from_cache(planned, early_key, force, started)) is not None:
                 return cached  # found by the key plan knew: not even the headers are downloaded
             source = self._source(job.driver)
             files = self._headers(job)
+            chain, tree = self._kernel(job, files)
+            toolchain = chain.name
+            image_id = self._image(chain)
             key = job_key(job, source.digest, [f.sha256 for f in files], image_id)
             # What went into the key, kept with the build: "why was this rebuilt?" is a diff away.
             inputs_record = reasons.build_inputs(
                 source=source.digest, headers={f.url: f.sha256 for f in files}, image=image_id,
                 recipe=job.driver.recipe, recipe_script=script_digest(job.driver.recipe))
+            inputs_record["toolchain"] = chain.name
             inputs = json.dumps(inputs_record, sort_keys=True)
             if not force and self.home.store.is_ok(key):
                 # Built before from these very inputs (e.g. a source reverted to an earlier state):
@@ -220,11 +248,11 @@ class Builder:
                                                         owner=self.lease_owner)) is not None:
                     return Result(job, "cached", time.time() - started, key, waited.artifact_sha256)
                 leased = True
-            reason = self._reason(planned, force, inputs_record)
+            reason = self._reason(planned, force, inputs_record, chain.name)
             log_path = self._log_path(job, key)
-            tree = self._tree(job, files)
-            prepared = self._prepared(job, source, chain.tag, image_id)
-            scratch, artifact, info = self._compile(job, key, tree, prepared, chain.tag, log_path)
+            tree = tree or self._tree(job, files)
+            prepared = self._prepared(job, source, image_id)
+            scratch, artifact, info = self._compile(job, key, tree, prepared, image_id, chain, log_path)
             digest, size = self.home.store.put_object(artifact)
             if not self.keep_work:
                 shutil.rmtree(scratch, ignore_errors=True)
@@ -238,7 +266,7 @@ class Builder:
             # Before the key is known (a download failed), record under the key plan computes from the
             # pinned digests, so `plan` shows this job as failed; else under a key of its own.
             failed_key = key or planned.key or build_key({"job": job.job_id, "unresolved": message})
-            self._record(job, failed_key, "failed", started, image_id, chain.name, log_path, error=message,
+            self._record(job, failed_key, "failed", started, image_id, toolchain, log_path, error=message,
                          inputs=inputs)
             return Result(job, "failed", time.time() - started, failed_key, error=message,
                           log=str(log_path) if log_path else None)
@@ -246,13 +274,13 @@ class Builder:
             if leased and self.remote is not None and key:
                 self.remote.release(job, key)
 
-    def _reason(self, planned: Planned, force: bool, inputs: dict[str, Any]) -> str | None:
+    def _reason(self, planned: Planned, force: bool, inputs: dict[str, Any], toolchain: str) -> str | None:
         """Why this job compiles, from the inputs it really has against its current artifact's."""
         good_key = self.home.store.good_keys_of([planned.job.job_id]).get(planned.job.job_id)
         record = self.home.store.builds([good_key]).get(good_key) if good_key else None
         return reasons.explain(
             state=planned.state, forced=force, pinned=planned.job.driver.source.pinned, inputs=inputs,
-            toolchain=planned.toolchain, previous_inputs=record.inputs if record else None,
+            toolchain=toolchain, previous_inputs=record.inputs if record else None,
             previous_toolchain=record.toolchain if record else None) or planned.reason
 
     def _from_cache(self, planned: Planned, key: str | None, force: bool, started: float) -> Result | None:
@@ -270,20 +298,26 @@ class Builder:
         path.unlink(missing_ok=True)
         return path
 
-    def _compile(self, job: Job, key: str, tree: KernelTree, prepared: Path, image_tag: str,
-                 log_path: Path) -> tuple[Path, Path, Any]:
+    def _compile(self, job: Job, key: str, tree: KernelTree, prepared: Path, image_id: str,
+                 chain: images.Toolchain, log_path: Path) -> tuple[Path, Path, Verified]:
         recipe = recipes.get(job.driver.recipe)
         scratch = Path(tempfile.mkdtemp(prefix=f"{key[:12]}.", dir=self._mkdir(self.home.work)))
         work = scratch / "work"
-        shutil.copytree(prepared / recipe.kbuild_dirs[job.kind], work, symlinks=True)
+        kbuild_dir = prepared / recipe.kbuild_dirs[job.kind]
+        if not kbuild_dir.is_dir():
+            raise BuildError(f"{job.driver.name} {job.driver.version} has no {job.kind.value} "
+                             f"({recipe.kbuild_dirs[job.kind]} is missing after prepare)")
+        shutil.copytree(kbuild_dir, work, symlinks=True)
         ownership.hand_over(work, *ownership.container_user())  # never through a link in the copy
         limits = self.config.limits
+        target = arch.get(job.kernel.architecture)
         readonly = [*tree.mounts(), (self._recipe_script(recipe), "/repogen/recipe.sh")]
         result = container.run(
-            self.client, image_tag, ["bash", "/repogen/recipe.sh", job.kind.value],
+            self.client, image_id, ["bash", "/repogen/recipe.sh", job.kind.value],
             readonly=readonly, writable=[(work, "/work")],
             environment={"KERNELDIR": tree.container_kernel_dir, "DRIVER_NAME": job.driver.name,
-                         "DRIVER_VERSION": job.driver.version},
+                         "DRIVER_VERSION": job.driver.version, "KARCH": target.kbuild,
+                         "CROSS_COMPILE": target.cross_compile, "MAKE_JOBS": str(self.make_jobs)},
             workdir="/work", timeout=limits.timeout_seconds, memory=limits.memory, pids=limits.pids,
             log_path=log_path)
         with self._guard:
@@ -295,7 +329,7 @@ class Builder:
         artifact = work / recipe.output(job.driver, job.kind)
         try:
             info = verify(artifact, job.kind, name=job.driver.name, kernel_release=tree.release,
-                          architecture=job.kernel.architecture)
+                          architecture=job.kernel.architecture, symvers=tree.symvers)
         except VerificationError as exc:
             with log_path.open("a") as log:
                 log.write(f"# verification failed: {exc}\n")
@@ -303,9 +337,9 @@ class Builder:
                 shutil.rmtree(scratch, ignore_errors=True)
             raise BuildError(f"verification failed: {exc}", hint=f"log: {log_path}") from None
         with log_path.open("a") as log:
-            log.write(f"# verified {artifact.name}: " + (f"vermagic {info.vermagic!r}, name {job.driver.name!r}"
-                                                          if job.kind is Kind.kmod else "ELF for machine BPF")
-                      + "\n")
+            log.write(f"# built with {chain.name} (Debian {chain.suite}, gcc {chain.gcc}, clang {chain.clang}); "
+                      f"the kernel was built by gcc {tree.gcc or 'unknown'}\n# verified {artifact.name}: "
+                      f"{info.describe()}\n")
         return scratch, artifact, info
 
     def _record(self, job: Job, key: str, status: str, started: float, image_id: str | None, toolchain: str,
@@ -331,6 +365,8 @@ class Builder:
         for job_id in forced:  # a suspect artifact is not published again unless the rebuild succeeds
             if good_key := good.get(job_id):
                 self.home.store.forget_build(good_key)
+        # The cores are shared between parallel builds: each make gets its part.
+        self.make_jobs = max(1, (os.cpu_count() or 1) // max(1, min(jobs, len(todo) or 1)))
         running = {p.job.job_id for p in todo}
         results = [Result(p.job, "up-to-date", key=p.key) for p in planned if p.job.job_id not in running]
         before = (self.home.downloads.downloads, self.home.headers.unpacked)

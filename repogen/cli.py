@@ -362,7 +362,8 @@ def build(ctx: Ctx, only: tuple[str, ...], shard: str | None, changed_since: str
                          "kernels.yaml): the workers' artifacts go there")
     client, ids = _image_ids(ctx, required=not dask_scheduler)
     planned = make_plan(ctx.home, selected, ids or {})
-    builder = Builder(ctx.home, config, client, image_ids=ids or {}, keep_work=keep_work, remote=remote)
+    builder = Builder(ctx.home, config, client, image_ids=ids or {}, keep_work=keep_work, remote=remote,
+                      on_event=lambda message: err.print(styled(("note:", "yellow"), f" {message}")))
     work, forced = select_work(planned, rebuild_selectors)
     todo = len(work)
     if todo and not as_json:
@@ -948,23 +949,26 @@ def images() -> None:
 @pass_ctx
 @read_only
 def images_list(ctx: Ctx, as_json: bool) -> None:
-    """The toolchains, the kernels each serves, and whether its image is built."""
+    """The toolchains (one per Debian release), the kernels each serves, and whether its image is built."""
     from repogen import images as images_mod
 
-    _, found = _image_ids(ctx, required=False)
+    client, found = _image_ids(ctx, required=False)
     ids = found or {}
+    bases = images_mod.base_ids(client) if client is not None else {}
     rows: list[dict[str, Any]] = [
-        {"toolchain": t.name, "image": t.tag, "suite": t.suite, "gcc": t.gcc, "clang": t.clang,
-         "kernels": t.kernels, "id": ids.get(t.tag), "docker": found is not None}
-            for t in images_mod.toolchains().values()]
+        {"toolchain": t.name, "suite": t.suite, "gcc": t.gcc, "clang": t.clang, "kernels": t.kernels,
+         "image": images_mod.content_tag(t, bases[t.suite]) if t.suite in bases else None,
+         "id": ids.get(t.name), "docker": found is not None}
+        for t in images_mod.toolchains().values()]
     if as_json:
         emit_json(rows)
         return
-    table = Table("toolchain", "image", "gcc", "clang", "kernels", "id", box=None)
+    table = Table("toolchain", "suite", "gcc", "clang", "image", "id", box=None)
     for r in rows:
-        state = Text(r["id"][:19]) if r["id"] else (Text("not built", style="yellow") if found is not None
-                                                     else Text("unknown", style="yellow"))
-        table.add_row(*cells(r["toolchain"], r["image"], r["gcc"], r["clang"], r["kernels"], state))
+        state = (Text(r["id"][:19]) if r["id"] else
+                 Text("unknown (Docker is not running)" if not r["docker"] else
+                      "not built" if r["image"] else "no base image yet", style="yellow"))
+        table.add_row(*cells(r["toolchain"], r["suite"], r["gcc"], r["clang"], r["image"] or "-", state))
     out.print(table)
     if found is None:
         err.print(styled(("note:", "yellow"), " Docker is not reachable: which images are built is unknown"))
@@ -974,9 +978,10 @@ def images_list(ctx: Ctx, as_json: bool) -> None:
 @click.argument("toolchains", nargs=-1)
 @click.option("--all", "build_all", is_flag=True, help="Every toolchain, not only those the matrix needs.")
 @click.option("--force", is_flag=True, help="Rebuild images that exist.")
+@click.option("--mirror", help="Debian mirror URL for a missing base image (default: this machine's apt sources).")
 @pass_ctx
-def images_build(ctx: Ctx, toolchains: tuple[str, ...], build_all: bool, force: bool) -> None:
-    """Build the builder images the matrix needs (or the named TOOLCHAINS)."""
+def images_build(ctx: Ctx, toolchains: tuple[str, ...], build_all: bool, force: bool, mirror: str | None) -> None:
+    """Build the builder images the matrix needs (or the named TOOLCHAINS), bootstrapping bases as needed."""
     from repogen import container
     from repogen import images as images_mod
 
@@ -989,17 +994,24 @@ def images_build(ctx: Ctx, toolchains: tuple[str, ...], build_all: bool, force: 
     elif build_all:
         wanted = list(chains)
     else:
-        wanted = sorted({images_mod.choose(k).name for k in ctx.config().kernels})
+        from repogen.matrix import expand
+        from repogen.plan import plan as make_plan
+
+        wanted = sorted({p.toolchain for p in make_plan(ctx.home, expand(ctx.config()), {})})
     client = container.connect()
+    logs = ctx.home.logs / "images"
     for name in wanted:
         chain = chains[name]
-        existing = images_mod.image_id(client, chain.tag)
+        existing = images_mod.resolve_ids(client).get(name)
         if existing and not force:
-            out.print(f"{chain.tag}: present ({existing[:19]})")
+            out.print(f"{name}: present ({existing[:19]})")
             continue
-        with LineProgress(f"building {chain.tag}") as progress:
-            image = images_mod.build(client, chain, ctx.home.logs / "images" / f"{name}.log", on_line=progress)
-        out.print(f"{chain.tag}: built ({image[:19]})")
+        with LineProgress(f"building builder image {name} (Debian {chain.suite})") as progress:
+            if force and existing:
+                image = images_mod.build(client, chain, logs / f"{name}.log", on_line=progress)
+            else:
+                image = images_mod.ensure(client, chain, logs, mirror=mirror, on_line=progress)
+        out.print(f"{name}: built ({image[:19]}, log {logs / f'{name}.log'})")
     ctx.home.store.record_images(images_mod.resolve_ids(client))
 
 

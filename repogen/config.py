@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from repogen import __version__, config_fast, distro
+from repogen import arch as arch_mod
 from repogen import mirrors as mirrors_mod
 from repogen.config_fast import FastFile
 from repogen.errors import ConfigError, ConfigErrors
@@ -56,8 +57,6 @@ else:
 #: A value that becomes a path component: no '/', no '..', no whitespace, NUL or control characters.
 PATH_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]*")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-ARCHITECTURES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64",
-                 "s390x": "s390x", "ppc64le": "ppc64le", "riscv64": "riscv64"}
 _MAX_ERRORS = 50
 
 T = TypeVar("T")
@@ -238,7 +237,11 @@ def _parse_driver(n: _Node, index: int, base: Path, errs: _Collector) -> Driver 
             errs.add(items["recipe"], f"{field}.recipe",
                      f"unknown recipe {recipe!r} (known: {', '.join(known_recipes())})")
             return None
-    kinds: list[Kind] = [Kind.kmod, Kind.ebpf]
+    from repogen.recipes import get as get_recipe
+
+    recipe_cls = get_recipe(recipe)
+    possible = recipe_cls.kinds_for(version) if version else None
+    kinds: list[Kind] = list(possible or (Kind.kmod, Kind.ebpf))
     if "kinds" in items:
         kinds = []
         for kind_node in _sequence(items["kinds"], f"{field}.kinds", errs):
@@ -250,6 +253,11 @@ def _parse_driver(n: _Node, index: int, base: Path, errs: _Collector) -> Driver 
                 continue
             if Kind(value) in kinds:
                 errs.add(kind_node, f"{field}.kinds", f"{value!r} listed twice")
+                continue
+            if possible is not None and Kind(value) not in possible:
+                errs.add(kind_node, f"{field}.kinds",
+                         f"{recipe} {version} has no {value} (it builds: {', '.join(k.value for k in possible)}"
+                         f"{'; ' + recipe_cls.kinds_note if recipe_cls.kinds_note else ''})")
                 continue
             kinds.append(Kind(value))
         if not kinds:
@@ -362,10 +370,10 @@ def _parse_kernel(n: _Node, index: int, errs: _Collector, mirrors: _Mirrors | No
     release = _path_safe(items["kernelrelease"], f"{field}.kernelrelease", errs)
     version = _path_safe(items["kernelversion"], f"{field}.kernelversion", errs)
     arch_raw = _scalar(items["architecture"], f"{field}.architecture", errs)
-    arch = ARCHITECTURES.get(arch_raw or "")
+    arch = arch_mod.ALIASES.get(arch_raw or "")
     if arch_raw is not None and arch is None:
         errs.add(items["architecture"], f"{field}.architecture",
-                 f"unknown architecture {arch_raw!r} (known: {', '.join(sorted(set(ARCHITECTURES)))})")
+                 f"unknown architecture {arch_raw!r} (known: {', '.join(sorted(arch_mod.ALIASES))})")
     headers = []
     if "headers" in items:
         for i, h in enumerate(_sequence(items["headers"], f"{field}.headers", errs)):
@@ -492,7 +500,7 @@ def _read_document(path: Path, errs: _Collector, *, is_main: bool) -> _Node | _F
         return None
     from repogen.recipes import known_recipes  # late: recipes import the build machinery
 
-    fast = config_fast.load_file(path, text, is_main=is_main, architectures=ARCHITECTURES,
+    fast = config_fast.load_file(path, text, is_main=is_main, architectures=arch_mod.ALIASES,
                                  known_recipes=known_recipes())
     if fast is not None:
         check = _Collector()

@@ -243,11 +243,15 @@ def _driver(item: object, base: Path, known_recipes: list[str], file: str, line:
     recipe = item.get("recipe", "falcosecurity-libs")
     if type(recipe) is not str or recipe not in known_recipes:
         return None
-    kinds_raw = item.get("kinds", ["kmod", "ebpf"])
+    from repogen.recipes import get as get_recipe
+
+    possible = get_recipe(recipe).kinds_for(version)  # e.g. libs 10.x has no legacy probe
+    kinds_raw = item.get("kinds", [k.value for k in possible or (Kind.kmod, Kind.ebpf)])
     if (type(kinds_raw) is not list or not kinds_raw
             or any(type(k) is not str or k not in Kind.__members__ for k in kinds_raw)
-            or len(set(kinds_raw)) != len(kinds_raw)):
-        return None
+            or len(set(kinds_raw)) != len(kinds_raw)
+            or (possible is not None and not set(kinds_raw) <= {k.value for k in possible})):
+        return None  # the located slow path says what is wrong
     return Driver(name=name, version=version,
                   source=Source(url=url, path=path, sha256=sha.lower() if sha else None),
                   recipe=recipe, kinds=tuple(Kind(k) for k in kinds_raw), file=file, line=line)

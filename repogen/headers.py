@@ -14,6 +14,7 @@ import lzma
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tarfile
 import tempfile
@@ -39,6 +40,13 @@ class KernelTree:
     kernel_dir: Path
     release: str  # UTS_RELEASE, read from the headers themselves
     config_sha256: str | None
+    gcc: int | None = None  # major version of the gcc that built the kernel (CONFIG_GCC_VERSION)
+
+    @property
+    def symvers(self) -> Path | None:
+        """The kernel's ``Module.symvers``: the CRC of every exported symbol, for modversions."""
+        path = self.kernel_dir / "Module.symvers"
+        return path if path.exists() and stat.S_ISREG(path.lstat().st_mode) else None
 
     @property
     def container_kernel_dir(self) -> str:
@@ -140,6 +148,19 @@ def read_release(kernel_dir: Path) -> str | None:
     return None
 
 
+_GCC_VERSION = re.compile(rb"^(?:#define\s+|)CONFIG_GCC_VERSION[ =](\d+)", re.M)
+
+
+def read_gcc_major(kernel_dir: Path) -> int | None:
+    """The major version of the gcc that built the kernel, as its headers record it (0 for clang)."""
+    for rel in ("include/generated/autoconf.h", ".config"):
+        data = read_contained(kernel_dir, rel)  # the tree is not ours: no link is followed
+        m = _GCC_VERSION.search(data) if data else None
+        if m:
+            return int(m.group(1)) // 10000 or None
+    return None
+
+
 def _find_kernel_dir(root: Path, target: str) -> Path:
     family = distro.for_target(target)
     patterns = family.kernel_dir_globs if family else ("usr/src/*",)
@@ -159,13 +180,14 @@ def _find_kernel_dir(root: Path, target: str) -> Path:
     return candidates[0]
 
 
-def _facts(unpacked: Path) -> dict[str, str] | None:
+def _facts(unpacked: Path) -> dict[str, Any] | None:
     """What every build of an unpacked kernel needs, worked out once at unpack and kept beside it."""
     try:
         facts = json.loads((unpacked / ".complete").read_text())
     except (OSError, ValueError):
         return None
-    return facts if isinstance(facts, dict) and "kernel_dir" in facts else None
+    # Trees unpacked before the gcc was recorded are read again, once.
+    return facts if isinstance(facts, dict) and "kernel_dir" in facts and "gcc" in facts else None
 
 
 class HeadersCache:
@@ -193,7 +215,7 @@ class HeadersCache:
                 facts = _facts(final)
                 assert facts is not None
             return KernelTree(final / "root", final / "root" / facts["kernel_dir"], facts["release"],
-                              facts["config_sha256"])
+                              facts["config_sha256"], facts.get("gcc"))
 
     def _unpack(self, target: str, files: list[Download], final: Path) -> None:
         family = distro.for_target(target)
@@ -210,7 +232,8 @@ class HeadersCache:
             kernel_dir = _find_kernel_dir(staging / "root", target)
             config = read_contained(kernel_dir, ".config")
             facts = {"kernel_dir": str(kernel_dir.relative_to(staging / "root")), "release": read_release(kernel_dir),
-                     "config_sha256": hashlib.sha256(config).hexdigest() if config is not None else None}
+                     "config_sha256": hashlib.sha256(config).hexdigest() if config is not None else None,
+                     "gcc": read_gcc_major(kernel_dir)}
             (staging / ".complete").write_text(json.dumps(facts))
             os.replace(staging, final)
             self.unpacked += 1

@@ -6,6 +6,7 @@ On a host with no registry reachable, ``bootstrap`` makes the Debian base image 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import os
@@ -14,7 +15,6 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -40,11 +40,7 @@ class Toolchain:
     suite: str
     gcc: str
     clang: str
-    kernels: str  # e.g. ">=5.0,<5.15"
-
-    @property
-    def tag(self) -> str:
-        return f"{BUILDER_REPOSITORY}:{self.name}"
+    kernels: str  # e.g. ">=5.15,<6.10": the guess by kernel version before its headers were read
 
     @property
     def base_tag(self) -> str:
@@ -80,14 +76,21 @@ def kernel_version(release: str) -> tuple[int, ...]:
     return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
-def choose(kernel: Kernel) -> Toolchain:
-    """The toolchain for a kernel: its ``builder:`` override, else the first whose range holds it."""
+def choose(kernel: Kernel, gcc: int | None = None) -> Toolchain:
+    """The toolchain for a kernel: its ``builder:`` override, else the one with the gcc that built it
+    (read from its headers: a module built by another major gcc is a known source of breakage), else,
+    before the headers were read, the first whose kernel range holds its version."""
     chains = toolchains()
     if kernel.builder:
         if kernel.builder not in chains:
             raise RepogenError(f"{kernel.file}:{kernel.line}: builder: unknown toolchain "
                                f"{kernel.builder!r} (known: {', '.join(chains)})")
         return chains[kernel.builder]
+    if gcc is not None:
+        by_gcc = sorted(chains.values(), key=lambda c: int(c.gcc))
+        exact = [c for c in by_gcc if int(c.gcc) == gcc]
+        newer = [c for c in by_gcc if int(c.gcc) > gcc]
+        return (exact or newer or by_gcc[-1:])[0]
     version = kernel_version(kernel.kernelrelease)
     for chain in chains.values():
         if chain.holds(version):
@@ -96,11 +99,19 @@ def choose(kernel: Kernel) -> Toolchain:
                        f"{kernel.kernelrelease}; set `builder:` to one of {', '.join(chains)}")
 
 
-def dockerfile(chain: Toolchain) -> str:
+def dockerfile(chain: Toolchain, base_image: str) -> str:
     import jinja2  # only `images build` renders templates: keep it off every other command's start-up
 
     template = jinja2.Template((_templates() / "Dockerfile.j2").read_text(), undefined=jinja2.StrictUndefined)
-    return template.render(name=chain.name, gcc=chain.gcc, clang=chain.clang, base_image=chain.base_tag)
+    return template.render(name=chain.name, suite=chain.suite, gcc=chain.gcc, clang=chain.clang,
+                           base_image=base_image)
+
+
+def content_tag(chain: Toolchain, base_id: str) -> str:
+    """The builder's tag, named by what it is made of (its Dockerfile and the base image's id), so two
+    checkouts or versions of repogen never retag each other's image under a running build."""
+    digest = hashlib.sha256(f"{dockerfile(chain, base_id)}\0{base_id}".encode()).hexdigest()[:12]
+    return f"{BUILDER_REPOSITORY}:{chain.name}-{digest}"
 
 
 def image_id(client: docker.DockerClient, tag: str) -> str | None:
@@ -112,24 +123,41 @@ def image_id(client: docker.DockerClient, tag: str) -> str | None:
         return None
 
 
-def resolve_ids(client: docker.DockerClient) -> dict[str, str]:
-    """Tag -> image id for every builder image present, in one call."""
+def base_ids(client: docker.DockerClient) -> dict[str, str]:
+    """Suite -> id of every base image present."""
     out: dict[str, str] = {}
+    for image in client.images.list(name=BASE_REPOSITORY):
+        for tag in image.tags:
+            out[tag.partition(":")[2]] = str(image.id)
+    return out
+
+
+def resolve_ids(client: docker.DockerClient) -> dict[str, str]:
+    """Toolchain name -> id of its builder image, for the images made from today's templates and bases."""
+    bases = base_ids(client)
+    present: dict[str, str] = {}
     for image in client.images.list(name=BUILDER_REPOSITORY):
         for tag in image.tags:
-            out[tag] = str(image.id)
+            present[tag] = str(image.id)
+    out: dict[str, str] = {}
+    for chain in toolchains().values():
+        base = bases.get(chain.suite)
+        if base and (found := present.get(content_tag(chain, base))):
+            out[chain.name] = found
     return out
 
 
 def build(client: docker.DockerClient, chain: Toolchain, log_path: Path,
-          on_line: Callable[[str], None] | None = None) -> str:
+          on_line: OnLine | None = None) -> str:
     """Build one builder image (host network, so apt reaches the mirror); returns its id."""
     import docker.errors
 
-    if image_id(client, chain.base_tag) is None:
+    base = base_ids(client).get(chain.suite)
+    if base is None:
         raise RepogenError(f"base image {chain.base_tag} is missing",
                            hint=f"run `repogen images bootstrap --suite {chain.suite}` first")
-    text = dockerfile(chain)
+    text = dockerfile(chain, base)
+    tag = content_tag(chain, base)
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as tar:
         info = tarfile.TarInfo("Dockerfile")
@@ -140,7 +168,7 @@ def build(client: docker.DockerClient, chain: Toolchain, log_path: Path,
     labels = {"org.repogen.template-sha256": hashlib.sha256(text.encode()).hexdigest()}
     with log_path.open("w", encoding="utf-8") as log:
         try:
-            for chunk in client.api.build(fileobj=context, custom_context=True, tag=chain.tag, rm=True,
+            for chunk in client.api.build(fileobj=context, custom_context=True, tag=tag, rm=True,
                                           network_mode="host", labels=labels, decode=True):
                 if "stream" in chunk:
                     log.write(chunk["stream"])
@@ -148,14 +176,33 @@ def build(client: docker.DockerClient, chain: Toolchain, log_path: Path,
                         on_line(chunk["stream"].strip())
                 if "error" in chunk:
                     log.write(chunk["error"] + "\n")
-                    raise RepogenError(f"building {chain.tag} failed: {chunk['error'].strip()}",
+                    raise RepogenError(f"building {tag} failed: {chunk['error'].strip()}",
                                        hint=f"full log: {log_path}")
         except docker.errors.APIError as exc:
-            raise RepogenError(f"building {chain.tag} failed: {exc}", hint=f"full log: {log_path}") from None
-    found = image_id(client, chain.tag)
+            raise RepogenError(f"building {tag} failed: {exc}", hint=f"full log: {log_path}") from None
+    found = image_id(client, tag)
     if found is None:
-        raise RepogenError(f"building {chain.tag} produced no image", hint=f"full log: {log_path}")
+        raise RepogenError(f"building {tag} produced no image", hint=f"full log: {log_path}")
     return found
+
+
+def ensure(client: docker.DockerClient, chain: Toolchain, logs: Path, *, mirror: str | None = None,
+           on_line: OnLine | None = None) -> str:
+    """The builder image of ``chain``, bootstrapping its base and building it first when missing.
+
+    A file lock per toolchain makes two processes wanting the same image build it once."""
+    logs.mkdir(parents=True, exist_ok=True)
+    with (logs / f".{chain.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (found := resolve_ids(client).get(chain.name)) is not None:
+            return found
+        if chain.suite not in base_ids(client):
+            if on_line:
+                on_line(f"debootstrap {chain.suite} (base image of {chain.name})")
+            bootstrap(client, chain.suite, mirror, logs / f"bootstrap-{chain.suite}.log", on_line)
+        if on_line:
+            on_line(f"building builder image {chain.name} (Debian {chain.suite}, gcc {chain.gcc}, clang {chain.clang})")
+        return build(client, chain, logs / f"{chain.name}.log", on_line)
 
 
 def host_debian_mirror() -> str | None:

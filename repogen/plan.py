@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from repogen import images, reasons, recipes
+from repogen.headers import HeadersCache
 from repogen.home import Home
 from repogen.model import Driver, Job, Kind
 from repogen.sources import tree_digest
@@ -100,7 +101,8 @@ def plan(home: Home, jobs: list[Job], image_ids: dict[str, str],
     good = home.store.good_keys()
     failed = home.store.failed_jobs()
     source_digests: dict[tuple[str, str], str | None] = {}
-    chains: dict[tuple[tuple[int, ...], str | None], images.Toolchain] = {}
+    kernel_gccs = home.store.kernel_gccs()
+    chains: dict[tuple[tuple[int, ...], str | None, int | None], images.Toolchain] = {}
     errors = {k: r.error for k, r in home.store.builds(list(failed.values())).items()} if failed else {}
     out: list[Planned] = []
     explaining: list[tuple[Planned, dict[str, object], str | None]] = []
@@ -110,12 +112,14 @@ def plan(home: Home, jobs: list[Job], image_ids: dict[str, str],
     for job in jobs:
         if job.kernel is not kernel:  # jobs come kernel by kernel: resolve each kernel once
             kernel = job.kernel
-            chain_key = (images.kernel_version(kernel.kernelrelease), kernel.builder)
+            headers = [h.sha256 or url_digests.get(h.url) for h in kernel.headers]
+            # The gcc that built the kernel, once its headers were read (else the guess by version).
+            gcc = kernel_gccs.get(HeadersCache.key([h or "" for h in headers])) if all(headers) else None
+            chain_key = (images.kernel_version(kernel.kernelrelease), kernel.builder, gcc)
             chain = chains.get(chain_key)
             if chain is None:
-                chain = chains[chain_key] = images.choose(kernel)
-            image_id = image_ids.get(chain.tag)
-            headers = [h.sha256 or url_digests.get(h.url) for h in kernel.headers]
+                chain = chains[chain_key] = images.choose(kernel, gcc)
+            image_id = image_ids.get(chain.name)
             kernel_part = _kernel_part(kernel.ident, tuple(h or "" for h in headers)) if all(headers) else ""
         assert chain is not None
         if not kernel.headers:

@@ -37,6 +37,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY, last_key TEXT NOT NULL, last_status TEXT NOT NULL, good_key TEXT);
 CREATE TABLE IF NOT EXISTS images (
     tag TEXT PRIMARY KEY, image_id TEXT NOT NULL, seen_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS kernels (
+    headers_key TEXT PRIMARY KEY, release TEXT, gcc INTEGER, config_sha256 TEXT);
 CREATE TABLE IF NOT EXISTS sources (
     location TEXT NOT NULL, version TEXT NOT NULL, sha256 TEXT NOT NULL, fetched_at REAL NOT NULL,
     PRIMARY KEY (location, version));
@@ -133,6 +135,17 @@ class Store(UrlIndex):
 
     def image_ids(self) -> dict[str, str]:
         return dict(self._connection().execute("SELECT tag, image_id FROM images"))
+
+    # -- kernels ----------------------------------------------------------------------------------
+    def record_kernel(self, headers_key: str, release: str, gcc: int | None, config_sha256: str | None) -> None:
+        """What a kernel's headers say (its release, the gcc that built it), so `plan` can choose the
+        toolchain without unpacking them."""
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO kernels VALUES (?,?,?,?)", (headers_key, release, gcc, config_sha256))
+
+    def kernel_gccs(self) -> dict[str, int | None]:
+        """headers key -> major version of the gcc that built that kernel."""
+        return dict(self._connection().execute("SELECT headers_key, gcc FROM kernels"))
 
     # -- driver sources ---------------------------------------------------------------------------
     def source_digest(self, location: str, version: str) -> str | None:

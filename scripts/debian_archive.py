@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import fcntl
 import os
+import pwd
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,6 +51,19 @@ def _locked(path: Path) -> Iterator[None]:
         yield
 
 
+def apt_download(command: list[str], dest: Path) -> None:
+    """Run ``apt-get download`` in a scratch directory apt's sandbox user (_apt) may write, then move
+    the files to ``dest``: as root into a root-only directory, apt warns "Download is performed
+    unsandboxed as root" once per file."""
+    with tempfile.TemporaryDirectory(prefix="repogen-apt-") as scratch:
+        # Without a sandbox user on this system, apt runs as root and does not warn.
+        if os.geteuid() == 0 and any(user.pw_name == "_apt" for user in pwd.getpwall()):
+            os.chown(scratch, pwd.getpwnam("_apt").pw_uid, -1)
+        subprocess.run(command, cwd=scratch, check=True, stdout=subprocess.DEVNULL, timeout=1800)
+        for path in Path(scratch).glob("*.deb"):
+            shutil.move(str(path), dest / path.name)
+
+
 class AptArchive:
     """apt-get/apt-cache with a sources list and state of their own."""
 
@@ -65,7 +81,7 @@ class AptArchive:
         opts = [f"-oDir::Etc::SourceList={self.root / 'sources.list'}", "-oDir::Etc::SourceParts=/dev/null",
                 f"-oDir::State={self.root / 'state'}", f"-oDir::State::Lists={self.lists}",
                 f"-oDir::Cache={self.root / 'cache'}", "-oDir::Etc::Preferences=/dev/null",
-                "-oDir::Etc::PreferencesParts=/dev/null", "-oAPT::Sandbox::User=root",
+                "-oDir::Etc::PreferencesParts=/dev/null",
                 "-oDebug::NoLocking=true", "-oAcquire::Languages=none"]
         opts += [f"-oAPT::Architectures::={arch}" for arch in self.architectures]
         return opts
@@ -99,13 +115,24 @@ class AptArchive:
     def pkgnames(self, prefix: str) -> list[str]:
         return sorted(set(self.cache("pkgnames", prefix).split()))
 
-    def versions(self, package: str) -> list[tuple[str, str]]:
-        """(version, architecture) pairs apt knows for ``package`` (``name`` or ``name:arch``)."""
-        out = []
-        for line in self.cache("madison", package).splitlines():
+    def versions(self, package: str) -> list[tuple[str, str, str]]:
+        """(version, architecture, suite) of ``package`` (``name`` or ``name:arch``) as apt knows it."""
+        return self.madison([package]).get(package.partition(":")[0], [])
+
+    def madison(self, packages: list[str]) -> dict[str, list[tuple[str, str, str]]]:
+        """Name -> (version, architecture, suite) for many packages in one apt-cache call."""
+        out: dict[str, list[tuple[str, str, str]]] = {}
+        if not packages:
+            return out
+        seen: set[tuple[str, str, str, str]] = set()
+        for line in self.cache("madison", *packages).splitlines():
             parts = [p.strip() for p in line.split("|")]
-            if len(parts) >= 3:
-                out.append((parts[1], parts[2].split()[-2] if len(parts[2].split()) >= 2 else ""))
+            where = parts[2].split() if len(parts) >= 3 else []
+            if len(where) >= 3:  # <uri> <suite>/<component> <arch> Packages
+                row = (parts[0].partition(":")[0], parts[1], where[-2], where[-3].split("/")[0])
+                if row not in seen:
+                    seen.add(row)
+                    out.setdefault(row[0], []).append(row[1:])
         return out
 
     def packages_files(self) -> list[Path]:
@@ -120,8 +147,7 @@ class AptArchive:
             with _locked(dest / ".apt-download.lock"):
                 missing = [s for s in specs if not self.find(s, dest)]
                 if missing:
-                    subprocess.run(["apt-get", *self.options(), "-q", "download", *missing], cwd=dest, check=True,
-                                   stdout=subprocess.DEVNULL, timeout=1800)
+                    apt_download(["apt-get", *self.options(), "-q", "download", *missing], dest)
         found = [self.find(s, dest) for s in specs]
         lost = [s for s, f in zip(specs, found, strict=True) if f is None]
         if lost:

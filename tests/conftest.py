@@ -56,12 +56,7 @@ def builder_image(docker_client: Any) -> str:
     """The gcc12 builder image id, bootstrapping and building it when missing (a minute or two)."""
     from repogen import images
 
-    chain = images.toolchains()["gcc12"]
-    logs = CACHE / "image-logs"
-    if images.image_id(docker_client, chain.base_tag) is None:
-        images.bootstrap(docker_client, chain.suite, None, logs / "bootstrap.log")
-    found = images.image_id(docker_client, chain.tag)
-    return found or images.build(docker_client, chain, logs / "build.log")
+    return images.ensure(docker_client, images.toolchains()["gcc12"], CACHE / "image-logs")
 
 
 @pytest.fixture(scope="session")

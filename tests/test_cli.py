@@ -43,11 +43,20 @@ def _kernel(release: str, builder: str | None = None) -> Kernel:
     return Kernel("debian", release, "1", "x86_64", (Header("http://127.0.0.1/x.deb"),), builder=builder)
 
 
-def test_toolchain_is_chosen_by_kernel_version_and_overridable() -> None:
+def test_toolchain_is_the_kernels_own_gcc_guessed_by_version_before_headers_are_read() -> None:
+    # The gcc recorded in the kernel's headers decides ...
+    assert images.choose(_kernel("6.1.170-3-amd64"), gcc=12).name == "gcc12"
+    assert images.choose(_kernel("6.12.117-1-amd64"), gcc=14).name == "gcc14"
+    assert images.choose(_kernel("5.10.223-1-amd64"), gcc=10).name == "gcc10"
+    # ... a gcc with no toolchain gets the nearest newer one (then the newest) ...
+    assert images.choose(_kernel("6.5.0-1"), gcc=13).name == "gcc14"
+    assert images.choose(_kernel("6.18.0-1"), gcc=15).name == "gcc14"
+    # ... before the headers were read, the version guesses ...
     assert images.choose(_kernel("6.1.170-3-amd64")).name == "gcc12"
     assert images.choose(_kernel("5.10.0-1")).name == "gcc10"
-    assert images.choose(_kernel("4.19.0-1")).name == "gcc8"
-    assert images.choose(_kernel("6.1.170-3-amd64", builder="gcc10")).name == "gcc10"
+    assert images.choose(_kernel("6.12.117-1-amd64")).name == "gcc14"
+    # ... and `builder:` overrides both.
+    assert images.choose(_kernel("6.1.170-3-amd64", builder="gcc10"), gcc=12).name == "gcc10"
 
 
 def test_validate_json_and_plan_json(tmp_path: Path, mirror) -> None:
@@ -67,4 +76,6 @@ def test_images_list_json(tmp_path: Path, docker_client, builder_image: str) -> 
     assert result.code == 0, result.err
     rows = json.loads(result.out)
     gcc12 = next(r for r in rows if r["toolchain"] == "gcc12")
-    assert gcc12["id"] == builder_image and gcc12["image"] == "repogen/builder:gcc12"
+    # Named by content: the toolchain, then a digest of its Dockerfile and base image.
+    assert gcc12["id"] == builder_image and gcc12["image"].startswith("repogen/builder:gcc12-")
+    assert {r["suite"] for r in rows} == {"bullseye", "bookworm", "trixie"}

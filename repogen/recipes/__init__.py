@@ -27,6 +27,8 @@ class Recipe:
     needs_prepare: ClassVar[bool] = True
     #: Whether the loaded module must create ``/dev/<name>*`` or ``/sys/class/<name>`` (the boot check).
     boot_device: ClassVar[bool] = False
+    #: Why some versions lack a kind, for the config error.
+    kinds_note: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -37,6 +39,11 @@ class Recipe:
     def script(cls) -> str:
         """The build script's text; part of every build key, so editing it rebuilds."""
         return (resources.files("repogen") / "templates" / "recipes" / f"{cls.name}.sh").read_text()
+
+    @classmethod
+    def kinds_for(cls, version: str) -> tuple[Kind, ...] | None:
+        """The kinds a driver version can build, when the version says (None: cannot tell, allow all)."""
+        return None
 
     @classmethod
     def output(cls, driver: Driver, kind: Kind) -> str:
