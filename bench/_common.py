@@ -122,6 +122,7 @@ def mirror_kernels(base_url: str, count: int = 3) -> list[dict[str, Any]]:
     out = json.loads(json.dumps(kernels).replace(placeholder, base_url.rstrip("/")))
     for k in out:
         k.pop("uname_r", None)
+        k.pop("suite", None)
     return out
 
 

@@ -84,8 +84,18 @@ class Catalog:
 
     def __init__(self, apt: AptArchive) -> None:
         names = [n for n in apt.pkgnames("linux-") if n.startswith(("linux-headers-", "linux-image-", "linux-kbuild-"))]
+        self.apt = apt
         self.names = names
         self.known = apt.madison([f"{n}:{arch}" for n in names for arch in ARCHES])
+
+    def newest(self, suite: str, arch: str, count: int, image: bool = False) -> list[DebianKernel]:
+        """The newest ``count`` kernels of the plain flavour, then of the cloud flavour if more are asked."""
+        found: list[DebianKernel] = []
+        for flavour in (arch, f"cloud-{arch}", f"rt-{arch}"):
+            found += self.find(suite, arch, flavour, count - len(found), image)
+            if len(found) >= count:
+                break
+        return found
 
     def find(self, suite: str, arch: str = "amd64", flavour: str | None = None, count: int = 1,
              image: bool = False, skip: int = 0) -> list[DebianKernel]:
@@ -157,7 +167,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", default="bookworm", choices=SUITES)
     parser.add_argument("--arch", default="amd64", choices=sorted(ARCHES), help="Debian architecture")
-    parser.add_argument("--flavour", help="default: the architecture (amd64, arm64); or cloud-amd64, rt-amd64 ...")
+    parser.add_argument("--flavour", help="default: the architecture's plain flavour, then cloud- and rt- ones "
+                        "when --count asks for more kernels than it has")
     parser.add_argument("--count", type=int, default=1)
     parser.add_argument("--skip", type=int, default=0, help="skip the newest N kernels")
     parser.add_argument("--image", action="store_true", help="also fetch the kernel image (boot check)")
@@ -170,7 +181,9 @@ def main() -> int:
 
     apt = archive(args.apt_dir)
     apt.update()
-    kernels = Catalog(apt).find(args.suite, args.arch, args.flavour, args.count, args.image, args.skip)
+    catalog = Catalog(apt)
+    kernels = (catalog.find(args.suite, args.arch, args.flavour, args.count, args.image, args.skip) if args.flavour
+               else catalog.newest(args.suite, args.arch, args.count + args.skip, args.image)[args.skip:])
     if len(kernels) < args.count:
         print(f"only {len(kernels)} {args.suite} {args.flavour or args.arch} kernels found on the mirror",
               file=sys.stderr)

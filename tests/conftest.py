@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "drivers"
 CACHE = Path(os.environ.get("REPOGEN_TEST_CACHE", Path.home() / ".cache" / "repogen-tests"))
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 __all__ = ["driver_yaml", "kernels_yaml", "write_config"]  # re-exported for the tests
 
@@ -60,23 +61,52 @@ def builder_image(docker_client: Any) -> str:
 
 
 @pytest.fixture(scope="session")
-def mirror() -> Iterator[Mirror]:
+def debian() -> Any:
+    """Debian's kernel packages on the machine's mirror, bullseye to trixie, amd64 and arm64 (a private apt)."""
+    import debian_headers
+
+    apt = debian_headers.archive(CACHE / "apt")
+    apt.update()
+    return debian_headers.Catalog(apt)
+
+
+@pytest.fixture(scope="session")
+def mirror_server() -> Iterator[tuple[Path, str]]:
+    """The local mirror directory, served on 127.0.0.1 for the whole session."""
     from repogen.serve import serve_in_thread
 
     directory = CACHE / "mirror"
     directory.mkdir(parents=True, exist_ok=True)
     server, base_url = serve_in_thread(directory)
-    try:
-        proc = subprocess.run(
-            [sys.executable, str(ROOT / "scripts" / "debian_headers.py"), "--count", "3", "--dest", str(directory),
-             "--base-url", base_url, "--json"], capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr
-        kernels = json.loads(proc.stdout)
-        for k in kernels:
-            k.pop("uname_r", None)
-        yield Mirror(base_url, directory, kernels)
-    finally:
-        server.shutdown()
+    yield directory, base_url
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def mirror(debian: Any, mirror_server: tuple[Path, str]) -> Mirror:
+    """Three real Debian 12 kernels (the newest two amd64, then a cloud-amd64), headers only."""
+    import debian_headers
+
+    directory, base_url = mirror_server
+    kernels = debian_headers.fetch(debian.apt, debian.newest("bookworm", "amd64", 3), directory, base_url)
+    for k in kernels:
+        k.pop("uname_r", None)
+        k.pop("suite", None)
+    return Mirror(base_url, directory, kernels)
+
+
+@pytest.fixture(scope="session")
+def release_kernels(debian: Any, mirror_server: tuple[Path, str]) -> dict[str, dict[str, Any]]:
+    """The newest real kernel of Debian 11, 12 and 13 on x86_64 (with its image, for the boot check), and
+    of Debian 12 on aarch64 (cross-built), as kernels.yaml entries (plus ``uname_r`` and ``suite``)."""
+    import debian_headers
+
+    directory, base_url = mirror_server
+    picked = {f"{suite}-amd64": debian.find(suite, "amd64", image=True)[0]
+              for suite in ("bullseye", "bookworm", "trixie")}
+    picked["bookworm-arm64"] = debian.find("bookworm", "arm64")[0]
+    entries = debian_headers.fetch(debian.apt, list(picked.values()), directory, base_url)
+    return dict(zip(picked, entries, strict=True))
 
 
 LIBS_MINI = EXAMPLES / "falco-libs-mini"

@@ -7,7 +7,7 @@
 # native), MAKE_JOBS.
 set -euo pipefail
 phase=$1
-make_args=(-j"${MAKE_JOBS:-1}" KERNELDIR="$KERNELDIR")
+make_args=(-j"${MAKE_JOBS:-1}" KERNELDIR="${KERNELDIR:-}")
 if [ -n "${CROSS_COMPILE:-}" ]; then
     # libs' configure checks run make with a cleared environment keeping PATH: unprefixed cross binutils first.
     export PATH="/opt/cross/$KARCH/bin:$PATH"
