@@ -10,7 +10,7 @@ phase=$1
 make_args=(-j"${MAKE_JOBS:-1}" KERNELDIR="${KERNELDIR:-}")
 if [ -n "${CROSS_COMPILE:-}" ]; then
     # libs' configure checks run make with a cleared environment keeping PATH: unprefixed cross binutils first.
-    export PATH="/opt/cross/$KARCH/bin:$PATH"
+    export PATH="/opt/cross/$KARCH/bin:$PATH" CLANG=clang  # the image's cross binutils and target clang
     make_args+=(ARCH="$KARCH" CROSS_COMPILE="$CROSS_COMPILE")
 fi
 case "$phase" in

@@ -7,7 +7,7 @@ set -euo pipefail
 phase=$1
 make_args=(-j"${MAKE_JOBS:-1}")
 if [ -n "${CROSS_COMPILE:-}" ]; then
-    export PATH="/opt/cross/$KARCH/bin:$PATH"
+    export PATH="/opt/cross/$KARCH/bin:$PATH" CLANG=clang  # the image's cross binutils and target clang
     make_args+=(ARCH="$KARCH" CROSS_COMPILE="$CROSS_COMPILE")
 fi
 case "$phase" in
