@@ -30,7 +30,18 @@ HELLO_KBUILD = EXAMPLES / "hello-kbuild"
 LIBS_MINI = EXAMPLES / "falco-libs-mini"
 CACHE = Path(os.environ.get("REPOGEN_TEST_CACHE", Path.home() / ".cache" / "repogen-tests"))
 MIRROR = CACHE / "mirror"
-BUILDER_TAG = "repogen/builder:gcc12"
+
+
+def builder_image(toolchain: str = "gcc12") -> str:
+    """The id of a toolchain's builder image (images are tagged by content: ask repogen which)."""
+    sys.path.insert(0, str(ROOT))
+    from repogen import container, images
+
+    found = images.resolve_ids(container.connect()).get(toolchain)
+    if not found:
+        raise SystemExit(f"builder image {toolchain} not found (or Docker is not running): "
+                         f"run scripts/setup.sh or `repogen images build {toolchain}`")
+    return found
 
 
 # -- local HTTP servers (127.0.0.1 only) ---------------------------------------------------------------
@@ -219,7 +230,7 @@ def bare_build(tree: Any, kind: str, scratch: Path, source: Path = HELLO_KBUILD,
            "--read-only", "--tmpfs", "/tmp:rw,exec,size=1g", "-w", "/work", "-e", f"KERNELDIR={kdir}"]
     for source, target in tree.mounts():
         cmd += ["--mount", f"type=bind,source={source},target={target},readonly"]
-    cmd += ["--mount", f"type=bind,source={work},target=/work", BUILDER_TAG]
+    cmd += ["--mount", f"type=bind,source={work},target=/work", builder_image()]
     if kind == "kmod":
         cmd += ["make", "-C", kdir, "M=/work", "modules"]
         artifact = work / f"{module}.ko"
@@ -235,11 +246,7 @@ def bare_build(tree: Any, kind: str, scratch: Path, source: Path = HELLO_KBUILD,
 
 def docker_ready() -> None:
     """Exit with a clear message when the engine or the builder image is missing."""
-    proc = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", BUILDER_TAG],
-                          capture_output=True, text=True, timeout=60)
-    if proc.returncode:
-        raise SystemExit(f"builder image {BUILDER_TAG} not found (or Docker is not running): "
-                         "run scripts/setup.sh or `repogen images build gcc12`")
+    builder_image()
 
 
 # -- reporting ------------------------------------------------------------------------------------------

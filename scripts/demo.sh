@@ -69,7 +69,7 @@ SIGN=()
 log "repogen validate / plan / build"
 repogen -c examples/kernels.yaml validate
 repogen -c examples/kernels.yaml plan
-repogen -c examples/kernels.yaml build
+repogen -c examples/kernels.yaml build --boot   # and load each module in its own kernel under QEMU
 log "repogen publish (drivers, plus stand-in Falco .deb/.rpm packages for the APT and RPM repositories)"
 scripts/example-packages.sh "$DEMO/packages" "$DEMO/gnupg" >/dev/null
 gpgconf --homedir "$DEMO/gnupg" --kill gpg-agent 2>/dev/null || true

@@ -40,7 +40,6 @@ log "ensuring the Docker engine runs"
 "$ROOT/scripts/ensure-docker.sh"
 
 if [ "${1:-}" != "--no-images" ]; then
-    log "builder images (debootstrap + docker import, then toolchains)"
-    repogen images bootstrap --suite bookworm
-    repogen images build gcc12
+    log "builder images: Debian 11, 12 and 13 toolchains (debootstrap + docker import, then gcc/clang; once)"
+    repogen images build --all
 fi
