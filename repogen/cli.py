@@ -279,7 +279,7 @@ def plan(ctx: Ctx, only: tuple[str, ...], shard: str | None, changed_since: str 
     counts = Counter(p.state for p in planned)
     boots = _boot_summaries(ctx, jobs)
     if as_json:
-        rows = [{**p.job.fields, "state": p.state, "toolchain": p.toolchain, "build_key": p.key,
+        rows = [{**p.job.fields, "state": p.state, "toolchain": p.toolchain, "image": p.image_id, "build_key": p.key,
                  "reason": p.reason, "error": p.error, "boot": _boot_field(boots, p.job.job_id)}
                 for p in planned if show_all or p.state not in ("built", "cached")]
         emit_json({"counts": dict(counts), "total": len(planned), "jobs": rows})
