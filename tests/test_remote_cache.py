@@ -194,7 +194,7 @@ def _seed(home: Path, config: Path, s3: CountingMotoServer, cache: str, logs: in
 
     cfg = config_mod.parse(config)
     state = Home(home)
-    state.store.record_images({images.choose(k).tag: "sha256:" + "ab" * 32 for k in cfg.kernels})
+    state.store.record_images({images.choose(k).name: "sha256:" + "ab" * 32 for k in cfg.kernels})
     planned = plan(state, expand(cfg), state.store.image_ids())
     cache_obj = remote_cache.RemoteCache(s3_mod.parse_url(cache), s3.client())
     for i, p in enumerate(planned):

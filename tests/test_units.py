@@ -120,7 +120,7 @@ def test_plan_states_follow_the_database(tmp_path: Path) -> None:
                     kernels=(_kernel("6.1.0-1-amd64"), _kernel("6.1.1-1-amd64"),
                              _kernel("6.1.2", target="vanilla", headers=False)))
     jobs = [j for j in expand(config) if j.kind is Kind.kmod]
-    tag = images.choose(config.kernels[0]).tag
+    tag = images.choose(config.kernels[0]).name
     first = plan(home, jobs, {tag: "img1"})
     assert [p.state for p in first] == ["missing", "missing", "needs-sources"]
     assert first[2].error == NEEDS_SOURCES_ERROR and first[0].key and first[0].reason
