@@ -93,11 +93,30 @@ def test_rejections_of_module_contents(good: Path, tmp_path: Path) -> None:
         assert message in str(raised.value), (case, str(raised.value))
 
 
-def test_a_probe_is_an_elf_for_bpf(good: Path, tmp_path: Path) -> None:
-    probe = tmp_path / "probe.o"
-    probe.write_bytes(good.read_bytes())
-    _patch(probe, 18, "<H", 247)  # EM_BPF
-    assert _check(probe, Kind.ebpf).vermagic is None  # type: ignore[attr-defined]
+def _probe(tmp_path: Path, sections: str) -> Path:
+    """An object with the sections of a probe, its machine patched to EM_BPF."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    source = tmp_path / "probe.c"
+    source.write_text(sections)
+    out = tmp_path / "probe.o"
+    subprocess.run(["gcc", "-c", "-O0", "-o", str(out), str(source)], check=True, capture_output=True, timeout=60)
+    return _patch(out, 18, "<H", 247)  # EM_BPF
+
+
+def test_a_probe_is_an_elf_for_bpf_with_a_gpl_license_built_for_its_kernel(tmp_path: Path) -> None:
+    license_gpl = 'char l[] __attribute__((section("license"), used)) = "Dual MIT/GPL";\n'
+    # Falco's probe records the release it was built for (UTS_RELEASE) in its kernel_version section.
+    release = f'char k[] __attribute__((section("kernel_version"), used)) = "{RELEASE}";\n'
+    probe = _probe(tmp_path / "ok", license_gpl + release)
+    info = _check(probe, Kind.ebpf)
+    assert info.vermagic is None and info.kernel_version == RELEASE  # type: ignore[attr-defined]
+    with pytest.raises(VerificationError, match=r"built for kernel '6\.1\.0-9-amd64', not the headers' '6\.1\.0-10"):
+        _check(probe, Kind.ebpf, release="6.1.0-10-amd64")
+    with pytest.raises(VerificationError, match="no GPL-compatible license section"):
+        _check(_probe(tmp_path / "nolicense", release), Kind.ebpf)
+    # A 4-byte LINUX_VERSION_CODE (what many probes carry) says nothing exact: accepted.
+    code = 'unsigned int k __attribute__((section("kernel_version"), used)) = 0x060100;\n'
+    assert _check(_probe(tmp_path / "code", license_gpl + code), Kind.ebpf).kernel_version is None  # type: ignore[attr-defined]
 
 
 def _mutations(data: bytes, rng: random.Random) -> bytes:
