@@ -28,6 +28,7 @@ BUILD_FORMAT = 1
 #: kernel (bottlerocket, talos, ...): building it needs the kernel sources prepared with its
 #: kernelconfigdata, which repogen does not do yet.
 STATES = ("built", "cached", "missing", "changed", "failed", "unknown", "needs-sources")
+CACHED_REASON = "built elsewhere: in the remote cache (downloaded, not compiled)"
 NEEDS_SOURCES_ERROR = ("no headers package: building needs the kernel sources prepared with its kernelconfigdata "
                        "(not supported yet)")
 
@@ -151,7 +152,9 @@ def plan(home: Home, jobs: list[Job], image_ids: dict[str, str],
             state = "cached"
         error = errors.get(failed_key) if failed_key and state == "failed" else None
         planned = Planned(job, chain.name, image_id, key, state, error)
-        if state != "built" or not job.driver.source.pinned:
+        if state == "cached":  # nothing to compare: it is built, elsewhere
+            planned.reason = CACHED_REASON
+        elif state != "built" or not job.driver.source.pinned:
             inputs = reasons.build_inputs(
                 source=source_digests.get((job.driver.source.location, job.driver.version)),
                 headers={h.url: d for h, d in zip(kernel.headers, headers, strict=True)}, image=image_id,
