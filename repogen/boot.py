@@ -377,32 +377,53 @@ class Machine:
     args: tuple[str, ...]
     console: str
     package: str
+    elf_machine: str
+    busybox_env: str
+    default_busybox: str | None  # the host's own, where the host is this architecture
 
 
 MACHINES = {
     "x86_64": Machine("qemu-system-x86_64", ("-accel", "tcg", "-m", "512", "-smp", "1"), "ttyS0",
-                      "qemu-system-x86"),
+                      "qemu-system-x86", "EM_X86_64", "REPOGEN_BUSYBOX", "/bin/busybox"),
+    # cortex-a57 (ARMv8.0, what Debian's arm64 kernels need): -cpu max is 5x slower under TCG.
+    "aarch64": Machine("qemu-system-aarch64", ("-M", "virt", "-cpu", "cortex-a57", "-accel", "tcg", "-m", "512",
+                                               "-smp", "1"), "ttyAMA0", "qemu-system-arm", "EM_AARCH64",
+                       "REPOGEN_BUSYBOX_AARCH64", None),
 }
 
-BUSYBOX = Path(os.environ.get("REPOGEN_BUSYBOX", "/bin/busybox"))
-#: A bpftool whose libbpf reads legacy ``maps`` (< 1.0): with it, probes go through the verifier.
+#: A bpftool whose libbpf reads legacy ``maps`` (< 1.0): with it, probes go through the verifier (x86_64).
 BPFTOOL = os.environ.get("REPOGEN_BPFTOOL", "")
 
 
-def host_busybox() -> bytes:
-    """The host's static busybox (Debian: busybox-static): the only host file the VM gets."""
+def busybox_for(architecture: str) -> bytes | None:
+    """The static busybox the VM runs (the only program from outside it), None when none is set.
+
+    x86_64: the host's (Debian: busybox-static) or ``REPOGEN_BUSYBOX``; aarch64:
+    ``REPOGEN_BUSYBOX_AARCH64``, e.g. ``/bin/busybox`` of Debian's arm64 busybox-static.
+    """
+    machine = MACHINES[architecture]
+    configured = os.environ.get(machine.busybox_env) or machine.default_busybox
+    if not configured:
+        return None
+    path = Path(configured)
+    hint = f"apt-get install busybox-static (or set {machine.busybox_env})"
     try:
-        data = BUSYBOX.read_bytes()
-        with BUSYBOX.open("rb") as fh:
+        data = path.read_bytes()
+        with path.open("rb") as fh:
             elf = ELFFile(fh)
             dynamic = any(seg["p_type"] == "PT_INTERP" for seg in elf.iter_segments())
-            machine = elf["e_machine"]
+            found = elf["e_machine"]
     except (OSError, ELFError) as exc:
-        raise RepogenError(f"no usable busybox at {BUSYBOX}: {exc}",
-                           hint="apt-get install busybox-static (or set REPOGEN_BUSYBOX)") from None
-    if dynamic or machine != "EM_X86_64":
-        raise RepogenError(f"{BUSYBOX} is {'dynamically linked' if dynamic else machine}: the VM needs a static "
-                           "x86_64 busybox", hint="apt-get install busybox-static (or set REPOGEN_BUSYBOX)")
+        raise RepogenError(f"no usable busybox at {path}: {exc}", hint=hint) from None
+    if dynamic or found != machine.elf_machine:
+        raise RepogenError(f"{path} is {'dynamically linked' if dynamic else found}: the VM needs a static "
+                           f"{architecture} busybox", hint=hint)
+    return data
+
+
+def host_busybox() -> bytes:
+    data = busybox_for("x86_64")
+    assert data is not None
     return data
 
 
@@ -454,7 +475,10 @@ def boot(image: KernelImage, module: Path, *, name: str, architecture: str, time
     console.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="repogen-boot-") as work:
         initrd = Path(work) / "initramfs.cpio"
-        initrd.write_bytes(initramfs(busybox or host_busybox(), module.read_bytes(), name, bpftool=bpftool))
+        busybox = busybox or busybox_for(architecture)
+        if busybox is None:
+            return BootResult(BootStatus.not_checked, reason=f"no {architecture} busybox: set {machine.busybox_env}")
+        initrd.write_bytes(initramfs(busybox, module.read_bytes(), name, bpftool=bpftool))
         console.unlink(missing_ok=True)
         command = [machine.qemu, *machine.args, "-nodefaults", "-no-user-config", "-display", "none",
                    "-no-reboot", "-serial", f"file:{console}", "-kernel", str(image.kernel), "-initrd", str(initrd),
@@ -706,7 +730,7 @@ class BootChecker:
         self.timeout = timeout
         self.recheck = recheck
         self.images = KernelImageCache(home.path / "cache" / "boot")
-        self._busybox: bytes | None = None
+        self._busybox: dict[str, bytes | None] = {}
         self._bpftool: dict[str, bytes] | None = None
 
     def image_digest(self, job: Job) -> str | None:
@@ -721,7 +745,7 @@ class BootChecker:
             result = self._probe(target)
             self.home.store.record_boot(target.artifact_sha256, PROBE_KEY, BOOT_FORMAT, result)
             if result.status is not BootStatus.checked or not BPFTOOL or job.kernel.image is None \
-                    or job.kernel.architecture not in MACHINES:
+                    or job.kernel.architecture != "x86_64":
                 return result  # the ELF check is what there is (see the module's doc)
         image = job.kernel.image
         if image is None:
@@ -739,15 +763,19 @@ class BootChecker:
             cached = self.home.store.boot_result(target.artifact_sha256, kernel.digest, BOOT_FORMAT)
             if cached is not None and cached.status in (BootStatus.loaded, BootStatus.refused):
                 return replace(cached, cached=True)
-        if self._busybox is None:
-            self._busybox = host_busybox()
+        arch = job.kernel.architecture
+        if arch not in self._busybox:
+            self._busybox[arch] = busybox_for(arch)
+        busybox = self._busybox[arch]
+        if busybox is None:
+            return BootResult(BootStatus.not_checked, reason=f"no {arch} busybox: set {MACHINES[arch].busybox_env}")
         if job.kind is Kind.ebpf:
             if self._bpftool is None:
                 self._bpftool = bpftool_files(Path(BPFTOOL))
             console = (self.home.logs / "boot" / job.driver.name / job.driver.version
                        / f"{target.artifact_sha256[:16]}-{kernel.digest[:16]}.console")
             result = boot(kernel, target.artifact, name=job.driver.name, architecture=job.kernel.architecture,
-                          timeout=self.timeout, console=console, busybox=self._busybox, bpftool=self._bpftool)
+                          timeout=self.timeout, console=console, busybox=busybox, bpftool=self._bpftool)
             if result.status is not BootStatus.not_checked:
                 self.home.store.record_boot(target.artifact_sha256, kernel.digest, BOOT_FORMAT, result)
             return result
@@ -756,7 +784,7 @@ class BootChecker:
                    / f"{target.artifact_sha256[:16]}-{kernel.digest[:16]}.console")
         result = boot(kernel, target.artifact, name=job.driver.name, architecture=job.kernel.architecture,
                       timeout=self.timeout, console=console, expect_device=recipe.boot_device,
-                      busybox=self._busybox)
+                      busybox=busybox)
         if result.status is not BootStatus.not_checked:
             self.home.store.record_boot(target.artifact_sha256, kernel.digest, BOOT_FORMAT, result)
         return result
@@ -792,10 +820,11 @@ class BootChecker:
     def run(self, todo: list[BootTarget], *, jobs: int,
             on_done: Callable[[BootTarget, BootResult], None] | None = None) -> list[tuple[BootTarget, BootResult]]:
         booting = [t for t in todo if t.job.kernel.image and t.job.kernel.architecture in MACHINES
-                   and (t.job.kind is Kind.kmod or BPFTOOL)]
+                   and (t.job.kind is Kind.kmod or (BPFTOOL and t.job.kernel.architecture == "x86_64"))]
         if booting:  # a missing tool is one clear error up front, not one per artifact
-            require_tools(t.job.kernel.architecture for t in booting)
-            self._busybox = self._busybox or host_busybox()
+            for arch in {t.job.kernel.architecture for t in booting} - set(self._busybox):
+                self._busybox[arch] = busybox_for(arch)
+            require_tools(t.job.kernel.architecture for t in booting if self._busybox[t.job.kernel.architecture])
             if BPFTOOL and any(t.job.kind is Kind.ebpf for t in booting) and self._bpftool is None:
                 self._bpftool = bpftool_files(Path(BPFTOOL))
         results: list[tuple[BootTarget, BootResult]] = []

@@ -12,7 +12,7 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 PACKAGES=(docker.io debootstrap dnf rpm rpm2cpio cpio createrepo-c apt-utils dpkg-dev gnupg xz-utils zstd
-          qemu-system-x86 busybox-static
+          qemu-system-x86 qemu-system-arm busybox-static
           python3-pip python3-venv curl ca-certificates)
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -3,6 +3,7 @@ loaded in it (or refused by it, with the kernel's reason), and what that changes
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -141,6 +142,58 @@ def legacy_bpftool() -> Path:
         tool.with_suffix(".tmp").chmod(0o755)
         tool.with_suffix(".tmp").rename(tool)
     return tool
+
+
+def _deb_member(deb: Path, member: str, dest: Path) -> Path:
+    from debian import debfile
+
+    if not dest.is_file():
+        data = debfile.DebFile(str(deb)).data.tgz().extractfile(member)
+        assert data is not None
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.with_suffix(".tmp").write_bytes(data.read())
+        dest.with_suffix(".tmp").chmod(0o755)
+        dest.with_suffix(".tmp").rename(dest)
+    return dest
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_debian_arm64_kernel_boots_and_refuses_a_broken_module(tmp_path: Path, monkeypatch: Any) -> None:
+    """aarch64: Debian's arm64 kernel under qemu-system-aarch64 (TCG, virt), with Debian's arm64
+    busybox-static, both fetched with a private apt configuration."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from debian_archive import AptArchive
+
+    from repogen.boot import KernelImageCache, boot, busybox_for
+    from repogen.fetch import Download
+
+    archive = AptArchive(CACHE / "apt-bookworm-arm64", suites=["bookworm"], architectures=["arm64"])
+    archive.update()
+    images = [n for n in archive.pkgnames("linux-image-6.1.0-")
+              if n.endswith("-arm64") and not n.endswith(("-cloud-arm64", "-rt-arm64"))]
+    newest = max(images, key=lambda n: int(n.split("-")[3]))  # linux-image-6.1.0-<abi>-arm64
+    debs = CACHE / "arm64-debs"
+    busybox_deb, image_deb = archive.download(
+        [f"busybox-static:arm64={archive.versions('busybox-static:arm64')[0][0]}",
+         f"{newest}:arm64={archive.versions(f'{newest}:arm64')[0][0]}"], debs)
+    busybox = _deb_member(busybox_deb, "./bin/busybox", debs / "busybox-arm64")
+    monkeypatch.setenv("REPOGEN_BUSYBOX_AARCH64", str(busybox))
+    data = busybox_for("aarch64")
+    assert data is not None and data == busybox.read_bytes()
+
+    digest = hashlib.sha256(image_deb.read_bytes()).hexdigest()
+    download = Download(image_deb.as_uri(), image_deb, digest, image_deb.stat().st_size, fetched=False)
+    kernel = KernelImageCache(tmp_path / "cache").get(download)
+    assert kernel.release == newest.removeprefix("linux-image-") and kernel.boot_file is None
+    broken = tmp_path / "broken.ko"
+    broken.write_bytes(b"not an ELF file at all")
+    result = boot(kernel, broken, name="broken", architecture="aarch64", timeout=300, busybox=data,
+                  console=tmp_path / "arm64.console")
+    print(f"aarch64: {result.seconds:.1f}s")
+    assert result.status is BootStatus.refused, result
+    assert result.kernel == kernel.release
+    assert "Invalid ELF header" in (result.reason or "")
 
 
 def _qemu_processes(marker: str) -> list[int]:
