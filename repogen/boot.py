@@ -42,7 +42,8 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 from elftools.elf.segments import NoteSegment
 
-from repogen import recipes
+from repogen import distro, recipes
+from repogen.distro import PackageFormat
 from repogen.errors import FetchError, RepogenError
 from repogen.fetch import Download
 from repogen.home import Home
@@ -752,6 +753,11 @@ class BootChecker:
             return BootResult(BootStatus.not_checked, reason="no image")
         if job.kernel.architecture not in MACHINES:
             return BootResult(BootStatus.not_checked, reason=f"no boot support for {job.kernel.architecture}")
+        family = distro.for_target(job.kernel.target)
+        if family is not None and family.package_format is not PackageFormat.deb:
+            return BootResult(BootStatus.not_checked,
+                              reason=f"the boot check reads .deb kernel images only ({job.kernel.target} has "
+                                     f"{family.package_format.value})")
         try:
             download = self.home.downloads.get(image.url, image.sha256)
             kernel = self.images.get(download)
