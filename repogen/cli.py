@@ -301,8 +301,8 @@ def plan(ctx: Ctx, only: tuple[str, ...], shard: str | None, changed_since: str 
         err.print(styled(("note:", "yellow"), f" {counts['needs-sources']} jobs are for config-only kernels "
                          "(bottlerocket, talos, minikube, flatcar): building them needs kernel sources, a later step"))
     if ids is None:
-        err.print(styled(("note:", "yellow"), " no builder image recorded and Docker is not reachable: "
-                         "build keys cannot be computed yet"))
+        err.print(styled(("note:", "yellow"), " no builder image recorded and Docker is not running (or not "
+                         "reachable): build keys cannot be computed yet"))
     elif not ids:
         err.print(styled(("note:", "yellow"), " no builder image found: build keys cannot be computed yet "
                          "(run `repogen images build`)"))
