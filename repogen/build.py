@@ -22,11 +22,12 @@ from typing import Any
 
 import docker
 
-from repogen import arch, container, images, ownership, reasons, recipes
+from repogen import arch, atomic, container, images, locks, ownership, reasons, recipes
 from repogen.errors import BuildError, FetchError, RepogenError
 from repogen.fetch import Download
 from repogen.headers import HeadersCache, KernelTree
-from repogen.home import Home
+from repogen.home import KEEP_MARK, Home
+from repogen.locks import KeyLocks
 from repogen.matrix import Selector
 from repogen.model import Config, Driver, Job
 from repogen.plan import Planned, job_key, script_digest
@@ -59,6 +60,13 @@ class Counters:
     containers: int = 0
 
 
+def _failure_reason(exc: BaseException) -> str:
+    """A failed job's reason, one line: our own errors say it all; others are named by their type."""
+    if isinstance(exc, (RepogenError, VerificationError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 def select_work(planned: list[Planned], rebuild: list[Selector]) -> tuple[list[Planned], set[str]]:
     """The jobs a build runs (not built from these inputs, forced by ``--rebuild``, or an unpinned
     source to re-check) and the ids of the forced ones."""
@@ -89,7 +97,8 @@ class Builder:
         self.on_event = on_event
         self.make_jobs = os.cpu_count() or 1
         self._image_locks: dict[str, threading.Lock] = {}
-        self._prepare_locks: dict[str, threading.Lock] = {}
+        self._locks = KeyLocks(home.path / "locks")
+        self.labels = container.owner_labels(home.path)
         self._prepare_failures: dict[str, BuildError] = {}
         self._source_failures: dict[tuple[str, str], RepogenError] = {}
         self._guard = threading.Lock()
@@ -98,6 +107,8 @@ class Builder:
         self.log_pushes = True
         #: Who holds this builder's cache leases (None: this process); a Dask run shares one name.
         self.lease_owner: str | None = None
+        self.reaped = 0  # containers of runs killed mid-build, removed by this run
+        self.swept = 0  # their scratch files and directories
 
     # shared, once-only steps --------------------------------------------------------------------
     def _source(self, driver: Driver) -> SourceTree:
@@ -131,11 +142,7 @@ class Builder:
         text = recipe.script()
         path = self.home.path / "cache" / "recipes" / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.sh"
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{threading.get_ident()}")
-            tmp.write_text(text)
-            os.chmod(tmp, 0o555)
-            os.replace(tmp, path)
+            atomic.write_file(path, text.encode(), mode=0o555)
         return path
 
     def _prepared(self, job: Job, source: SourceTree, image_id: str) -> Path:
@@ -143,39 +150,36 @@ class Builder:
         if not recipe.needs_prepare:
             return source.root
         key = prepared_key(source.digest, recipe.name, job.driver, image_id)
-        with self._guard:
-            lock = self._prepare_locks.setdefault(key, threading.Lock())
-        with lock:
+        with self._locks.hold(f"prepare-{key}", f"preparing {job.driver.name} {job.driver.version}"):
             if key in self._prepare_failures:
                 raise self._prepare_failures[key]
             final = self.home.prepared / key
-            if (final / ".complete").exists():
+            if atomic.completed(final) is not None:
                 return final
-            staging = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=self._mkdir(self.home.prepared)))
-            ownership.hand_over(staging, *ownership.container_user())  # 0700, the container's user only
             log = self.home.logs / "prepare" / f"{job.driver.name}-{job.driver.version}-{key[:12]}.log"
             log.unlink(missing_ok=True)
-            result = container.run(
-                self.client, image_id, ["bash", "/repogen/recipe.sh", "prepare"],
-                readonly=[(source.root / "src", "/src"), (self._recipe_script(recipe), "/repogen/recipe.sh")],
-                writable=[(staging, "/out")],
-                environment={"DRIVER_NAME": job.driver.name, "DRIVER_VERSION": job.driver.version},
-                workdir="/out", timeout=self.config.limits.timeout_seconds, memory=self.config.limits.memory,
-                pids=self.config.limits.pids, log_path=log)
-            with self._guard:
-                self.counters.containers += 1
-            if not result.ok:
-                shutil.rmtree(staging, ignore_errors=True)
-                error = BuildError(f"preparing {job.driver.name} {job.driver.version} "
-                                   f"{result.describe(self.config.limits.timeout_seconds, self.config.limits.memory)}",
-                                   hint=f"log: {log}")
-                self._prepare_failures[key] = error
-                raise error
-            (staging / ".complete").write_text("")
-            ownership.seal(staging)  # a shared cache: read-only, owned by us, whatever the recipe wrote
-            ownership.unseal(final)
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(staging, final)
+
+            def fill(staging: Path) -> None:
+                ownership.hand_over(staging, *ownership.container_user())  # 0700, the container's user only
+                result = container.run(
+                    self.client, image_id, ["bash", "/repogen/recipe.sh", "prepare"],
+                    readonly=[(source.root / "src", "/src"), (self._recipe_script(recipe), "/repogen/recipe.sh")],
+                    writable=[(staging, "/out")],
+                    environment={"DRIVER_NAME": job.driver.name, "DRIVER_VERSION": job.driver.version},
+                    workdir="/out", timeout=self.config.limits.timeout_seconds, memory=self.config.limits.memory,
+                    pids=self.config.limits.pids, log_path=log, labels=self.labels)
+                with self._guard:
+                    self.counters.containers += 1
+                if not result.ok:
+                    limits = self.config.limits
+                    error = BuildError(f"preparing {job.driver.name} {job.driver.version} "
+                                       f"{result.describe(limits.timeout_seconds, limits.memory)}",
+                                       hint=f"log: {log}")
+                    self._prepare_failures[key] = error
+                    raise error
+
+            # A shared cache: sealed read-only, owned by us, whatever the recipe wrote.
+            atomic.install_dir(final, fill, finish=ownership.seal)
             with self._guard:
                 self.counters.prepares += 1
             return final
@@ -235,34 +239,39 @@ class Builder:
                 recipe=job.driver.recipe, recipe_script=script_digest(job.driver.recipe))
             inputs_record["toolchain"] = chain.name
             inputs = json.dumps(inputs_record, sort_keys=True)
-            if not force and self.home.store.is_ok(key):
-                # Built before from these very inputs (e.g. a source reverted to an earlier state):
-                # make it the job's current artifact again, without compiling.
-                self.home.store.set_good(job.job_id, key)
-                return Result(job, "up-to-date", key=key)
-            if key != early_key and (cached := self._from_cache(planned, key, force, started)) is not None:
-                return cached
-            if self.remote is not None and not force:  # another machine compiling this key: wait for it
-                ttl = self.config.limits.timeout_seconds + 600
-                if (waited := self.remote.claim_or_wait(job, key, self.home.store, ttl=ttl,
-                                                        owner=self.lease_owner)) is not None:
-                    return Result(job, "cached", time.time() - started, key, waited.artifact_sha256)
-                leased = True
-            reason = self._reason(planned, force, inputs_record, chain.name)
-            log_path = self._log_path(job, key)
-            tree = tree or self._tree(job, files)
-            prepared = self._prepared(job, source, image_id)
-            scratch, artifact, info = self._compile(job, key, tree, prepared, image_id, chain, log_path)
-            digest, size = self.home.store.put_object(artifact)
-            if not self.keep_work:
-                shutil.rmtree(scratch, ignore_errors=True)
-            record = self._record(job, key, "ok", started, image_id, chain.name, log_path, digest=digest, size=size,
-                                  vermagic=info.vermagic, tree=tree, inputs=inputs)
-            if self.remote is not None:  # the artifact first, then the entry naming it
-                self.remote.push(job, record, self.home.store.object_path(digest), log_it=self.log_pushes)
-            return Result(job, "built", time.time() - started, key, digest, log=str(log_path), reason=reason)
-        except (RepogenError, VerificationError, OSError, docker.errors.DockerException) as exc:
-            message = str(exc) if not isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+            # Another run on this home may be building this very artifact: wait for it, then use it.
+            with self._locks.hold(f"build-{key}", f"building {job.label}"):
+                if self.home.store.is_ok(key) and (not force or self._built_since(key, started)):
+                    # Built before from these very inputs (e.g. a source reverted to an earlier state,
+                    # or by a concurrent run): make it the job's current artifact, without compiling.
+                    self.home.store.set_good(job.job_id, key)
+                    return Result(job, "up-to-date", key=key)
+                if key != early_key and (cached := self._from_cache(planned, key, force, started)) is not None:
+                    return cached
+                if self.remote is not None and not force:  # another machine compiling this key: wait for it
+                    ttl = self.config.limits.timeout_seconds + 600
+                    if (waited := self.remote.claim_or_wait(job, key, self.home.store, ttl=ttl,
+                                                            owner=self.lease_owner)) is not None:
+                        return Result(job, "cached", time.time() - started, key, waited.artifact_sha256)
+                    leased = True
+                reason = self._reason(planned, force, inputs_record, chain.name)
+                log_path = self._log_path(job, key)
+                tree = tree or self._tree(job, files)
+                prepared = self._prepared(job, source, image_id)
+                scratch, artifact, info = self._compile(job, key, tree, prepared, image_id, chain, log_path)
+                digest, size = self.home.store.put_object(artifact)
+                if not self.keep_work:
+                    shutil.rmtree(scratch, ignore_errors=True)
+                record = self._record(job, key, "ok", started, image_id, chain.name, log_path, digest=digest,
+                                      size=size, vermagic=info.vermagic, tree=tree, inputs=inputs)
+                if self.remote is not None:  # the artifact first, then the entry naming it
+                    self.remote.push(job, record, self.home.store.object_path(digest), log_it=self.log_pushes)
+                return Result(job, "built", time.time() - started, key, digest, log=str(log_path), reason=reason)
+        except Exception as exc:  # whatever went wrong, it is this job's failure alone
+            message = _failure_reason(exc)
+            if force and (good_key := self.home.store.good_keys().get(job.job_id)):
+                # A suspect artifact (--rebuild) is not published again unless its rebuild succeeds.
+                self.home.store.forget_build(good_key)
             # Before the key is known (a download failed), record under the key plan computes from the
             # pinned digests, so `plan` shows this job as failed; else under a key of its own.
             failed_key = key or planned.key or build_key({"job": job.job_id, "unresolved": message})
@@ -291,6 +300,10 @@ class Builder:
             return None
         return Result(planned.job, "cached", time.time() - started, key, record.artifact_sha256)
 
+    def _built_since(self, key: str, started: float) -> bool:
+        record = self.home.store.builds([key]).get(key)
+        return record is not None and (record.finished_at or 0) >= started
+
     def _log_path(self, job: Job, key: str) -> Path:
         k = job.kernel
         name = f"{k.target}_{k.kernelrelease}_{k.kernelversion}_{k.architecture}.{job.kind.value}.{key[:12]}.log"
@@ -301,7 +314,9 @@ class Builder:
     def _compile(self, job: Job, key: str, tree: KernelTree, prepared: Path, image_id: str,
                  chain: images.Toolchain, log_path: Path) -> tuple[Path, Path, Verified]:
         recipe = recipes.get(job.driver.recipe)
-        scratch = Path(tempfile.mkdtemp(prefix=f"{key[:12]}.", dir=self._mkdir(self.home.work)))
+        scratch = Path(tempfile.mkdtemp(prefix=locks.owned(key[:12]) + "~", dir=self._mkdir(self.home.work)))
+        if self.keep_work:
+            (scratch / KEEP_MARK).touch()  # kept for debugging: not a leftover for the next run to sweep
         work = scratch / "work"
         kbuild_dir = prepared / recipe.kbuild_dirs[job.kind]
         if not kbuild_dir.is_dir():
@@ -319,7 +334,7 @@ class Builder:
                          "DRIVER_VERSION": job.driver.version, "KARCH": target.kbuild,
                          "CROSS_COMPILE": target.cross_compile, "MAKE_JOBS": str(self.make_jobs)},
             workdir="/work", timeout=limits.timeout_seconds, memory=limits.memory, pids=limits.pids,
-            log_path=log_path)
+            log_path=log_path, labels=self.labels)
         with self._guard:
             self.counters.containers += 1
         if not result.ok:
@@ -361,10 +376,8 @@ class Builder:
     def run(self, planned: list[Planned], *, jobs: int, rebuild: list[Selector],
             on_done: Callable[[Result], None] | None = None) -> list[Result]:
         todo, forced = select_work(planned, rebuild)
-        good = self.home.store.good_keys()
-        for job_id in forced:  # a suspect artifact is not published again unless the rebuild succeeds
-            if good_key := good.get(job_id):
-                self.home.store.forget_build(good_key)
+        self.reaped = container.reap(self.client, self.home.path)
+        self.swept = self.home.sweep()
         # The cores are shared between parallel builds: each make gets its part.
         self.make_jobs = max(1, (os.cpu_count() or 1) // max(1, min(jobs, len(todo) or 1)))
         running = {p.job.job_id for p in todo}
@@ -372,9 +385,12 @@ class Builder:
         before = (self.home.downloads.downloads, self.home.headers.unpacked)
         # Kernel-major order keeps one kernel's jobs together, so its headers are unpacked once early.
         with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="build") as pool:
-            futures = [pool.submit(self.run_job, p, p.job.job_id in forced) for p in todo]
+            futures = {pool.submit(self.run_job, p, p.job.job_id in forced): p for p in todo}
             for future in as_completed(futures):
-                result = future.result()
+                try:
+                    result = future.result()
+                except Exception as exc:  # even recording the failure failed (a full disk)
+                    result = Result(futures[future].job, "failed", error=_failure_reason(exc))
                 results.append(result)
                 if on_done:
                     on_done(result)

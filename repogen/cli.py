@@ -392,6 +392,9 @@ def build(ctx: Ctx, only: tuple[str, ...], shard: str | None, changed_since: str
             progress.console.print(styled(("built", "green"), f"  {result.job.label} ({result.seconds:.1f}s)"
                                           + (f": {result.reason}" if result.reason else "")))
 
+    from repogen import locks
+
+    locks.notify_waits(lambda message: progress.console.print(styled(("note:", "yellow"), f" {message}")))
     with progress:
         task = progress.add_task("", total=todo)
         if dask_scheduler:
@@ -401,6 +404,9 @@ def build(ctx: Ctx, only: tuple[str, ...], shard: str | None, changed_since: str
         else:
             results = builder.run(planned, jobs=jobs, rebuild=rebuild_selectors, on_done=done)
     boots = _boot_built(ctx, results, jobs, boot_timeout) if boot else {}
+    if builder.reaped or builder.swept:
+        err.print(f"cleaned up after a killed run: {builder.reaped} build containers removed, "
+                  f"{builder.swept} partial files and directories swept")
     counts = Counter(r.status for r in results)
     c = builder.counters
     if as_json:
@@ -666,8 +672,9 @@ def _packages(patterns: list[str], option: str, from_config: int) -> list[Path]:
 def _run_publish(ctx: Ctx, site: Path, debs: tuple[str, ...], rpms: tuple[str, ...], sign_key: str | None,
                  sign_key_file: Path | None, base_url: str | None, as_json: bool,
                  remove: tuple[tuple[str, str | None], ...] = (), require_boot: bool = False,
-                 cache_url: str | None = None) -> Any:
+                 cache_url: str | None = None, adopt: bool = False) -> Any:
     """One publish: what `publish` does, and `packages remove` with the packages to leave out."""
+    from repogen import locks
     from repogen.publish import live_tree
     from repogen.publish import publish as do_publish
 
@@ -695,9 +702,10 @@ def _run_publish(ctx: Ctx, site: Path, debs: tuple[str, ...], rpms: tuple[str, .
     remote = _remote_cache(config, cache_url)
     if remote is not None and not ctx.home.store.image_ids():
         _image_ids(ctx, required=False)  # build keys of what was built elsewhere need the builder image ids
+    locks.notify_waits(lambda message: err.print(styled(("note:", "yellow"), f" {message}")))
     with err.status("publishing"):
         report = do_publish(ctx.home, config, site, signer=signer, debs=deb_files, rpms=rpm_files,
-                            repo_options=options, require_boot=require_boot, remote=remote)
+                            repo_options=options, require_boot=require_boot, remote=remote, adopt=adopt)
     failed_jobs = ctx.home.store.failed_jobs()
     failed = [j for j in report.missing if j in failed_jobs]
     result: dict[str, Any] = {
@@ -755,14 +763,17 @@ def signing_options(fn: Any) -> Any:
 @click.option("--require-boot", is_flag=True,
               help="Publish only modules that loaded in their kernel (probes: passed their check).")
 @cache_option
+@click.option("--adopt", is_flag=True,
+              help="Take over a --site directory repogen did not make: its content is moved to "
+                   ".<site>.generations/adopted-<time> (kept, never pruned).")
 @pass_ctx
 def publish(ctx: Ctx, site: Path, debs: tuple[str, ...], rpms: tuple[str, ...], sign_key: str | None,
             sign_key_file: Path | None, base_url: str | None, as_json: bool, require_boot: bool,
-            cache_url: str | None) -> None:
+            cache_url: str | None, adopt: bool) -> None:
     """Write the static tree (drivers, index.json, SHA256SUMS, APT and RPM repositories), atomically; with
     a --cache, artifacts this home lacks come from it."""
     _run_publish(ctx, site, debs, rpms, sign_key, sign_key_file, base_url, as_json, require_boot=require_boot,
-                 cache_url=cache_url)
+                 cache_url=cache_url, adopt=adopt)
 
 
 def _signer(ctx: Ctx, config: Config, key: str | None, key_file: Path | None) -> Any:

@@ -14,7 +14,17 @@ import docker.errors
 import requests.exceptions
 from docker.types import Mount
 
+from repogen import locks
 from repogen.errors import RepogenError
+
+LABEL = "org.repogen.build"
+OWNER_LABEL = "org.repogen.owner"  # <pid>-<start time> of the repogen process that made it
+HOST_LABEL = "org.repogen.host"
+HOME_LABEL = "org.repogen.home"
+# The engine's own limit outlives the client's: coreutils timeout kills the build (and its process
+# group) even when repogen is gone; the client waits this much longer before it kills the container.
+CLIENT_GRACE = 30
+TIMEOUT_EXITS = (124, 137)  # timeout(1)'s "timed out", and 128+SIGKILL
 
 DOCKER_HINT = ("start the engine: `systemctl start docker`, or as root `dockerd --bridge=none "
                "--iptables=false &` (then `docker info` should answer)")
@@ -30,6 +40,24 @@ def connect() -> docker.DockerClient:
         host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
         raise RepogenError(f"Docker is not running or not reachable at {host}: {exc}",
                            hint=DOCKER_HINT) from None
+
+
+def owner_labels(home: Path) -> dict[str, str]:
+    """Labels naming the run that owns a container, so a later run can reap it once that run is dead."""
+    return {LABEL: "1", OWNER_LABEL: locks.token(), HOST_LABEL: locks.HOST, HOME_LABEL: str(home)}
+
+
+def reap(client: docker.DockerClient, home: Path) -> int:
+    """Remove this home's build containers whose run is dead (a kill -9); returns how many."""
+    reaped = 0
+    for found in client.containers.list(all=True, filters={"label": [f"{HOME_LABEL}={home}"]}):
+        labels = found.labels or {}
+        if labels.get(HOST_LABEL) != locks.HOST or locks.alive(labels.get(OWNER_LABEL, "")):
+            continue
+        with contextlib.suppress(docker.errors.NotFound):
+            found.remove(force=True)
+            reaped += 1
+    return reaped
 
 
 @dataclass(frozen=True)
@@ -88,6 +116,7 @@ def run(
     memory: str,
     pids: int,
     log_path: Path,
+    labels: dict[str, str] | None = None,
 ) -> RunResult:
     """Run ``command`` with no network, no capabilities, a non-root user and a read-only root."""
     mounts = [Mount(target, str(source), type="bind", read_only=True) for source, target in readonly]
@@ -96,7 +125,7 @@ def run(
     started = time.monotonic()
     container = client.containers.create(
         image,
-        command,
+        ["timeout", "--signal=KILL", f"{timeout}s", *command],
         mounts=mounts,
         environment=environment,
         working_dir=workdir,
@@ -109,14 +138,15 @@ def run(
         pids_limit=pids,
         read_only=True,
         tmpfs={"/tmp": "rw,exec,size=1g"},
-        labels={"org.repogen.build": "1"},
+        labels=labels or {LABEL: "1"},
     )
     timed_out = False
     try:
         container.start()
         try:
-            status = container.wait(timeout=timeout)
+            status = container.wait(timeout=timeout + CLIENT_GRACE)
             exit_code = int(status.get("StatusCode", -1))
+            timed_out = exit_code in TIMEOUT_EXITS and time.monotonic() - started >= timeout
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
             timed_out = True
             exit_code = -1
@@ -126,6 +156,7 @@ def run(
         output = container.logs(stdout=True, stderr=True).decode(errors="replace")
         state = client.api.inspect_container(container.id)["State"]
         oom = bool(state.get("OOMKilled"))
+        timed_out = timed_out and not oom
     finally:
         with contextlib.suppress(docker.errors.APIError):
             container.remove(force=True)

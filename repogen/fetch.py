@@ -13,7 +13,6 @@ import os
 import socket
 import tempfile
 import threading
-import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,9 @@ from urllib3.exceptions import (
 from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
+from repogen import locks
 from repogen.errors import FetchError
+from repogen.locks import KeyLocks
 
 _CHUNK = 1 << 20
 
@@ -59,7 +60,6 @@ class _Retry(Retry):
 
 # Worth another try: the server or a proxy in trouble, or asking to wait. A 404 is an answer.
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-STALE_PART_SECONDS = 15 * 60
 
 
 class DownloadCache:
@@ -72,19 +72,15 @@ class DownloadCache:
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
-        self._locks: dict[str, threading.Lock] = {}
+        self._locks = KeyLocks.beside(root)
         self._guard = threading.Lock()
         self._pool = urllib3.PoolManager(headers={"User-Agent": "repogen"})
         self._swept = False
         self.downloads = 0  # counted by the benchmarks: each URL should be fetched once
 
-    def _lock(self, url: str) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(url, threading.Lock())
-
     def get(self, url: str, sha256: str | None = None, *, refresh: bool = False) -> Download:
         """The file for ``url``: from the cache, or fetched once even when many threads ask."""
-        with self._lock(url):
+        with self._locks.hold(url, f"downloading {url}"):
             if not refresh:
                 digest = sha256 or self.index.get(url)
                 if digest and (self.root / digest).exists():
@@ -94,22 +90,13 @@ class DownloadCache:
 
     def forget(self, url: str, digest: str) -> None:
         """Drop a cached file found to be corrupt, so the next run fetches it again."""
-        with self._lock(url):
+        with self._locks.hold(url):
             (self.root / digest).unlink(missing_ok=True)
             self.index.drop(url)
 
-    def sweep(self, older_than: float = STALE_PART_SECONDS) -> int:
-        """Remove ``.part-*`` files a killed run left (untouched for ``older_than`` seconds)."""
-        removed = 0
-        cutoff = time.time() - older_than
-        for part in self.root.glob(".part-*"):
-            try:
-                if part.lstat().st_mtime < cutoff:
-                    part.unlink()
-                    removed += 1
-            except OSError:
-                pass
-        return removed
+    def sweep(self) -> int:
+        """Remove the partial downloads (``.part~run<owner>~*``) of runs that were killed."""
+        return locks.sweep(self.root)
 
     def _fetch(self, url: str, sha256: str | None) -> Download:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -117,7 +104,7 @@ class DownloadCache:
             sweep, self._swept = not self._swept, True
         if sweep:
             self.sweep()
-        fd, tmp_name = tempfile.mkstemp(dir=self.root, prefix=".part-")
+        fd, tmp_name = tempfile.mkstemp(dir=self.root, prefix=locks.owned(".part") + "~")
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as out:

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from repogen import locks
 from repogen.errors import PublishError, UsageError
 from repogen.publish import SHARED_POOL, generations_dir, live_tree, swap_live
 from repogen.repos.pool import MANIFEST_FILE, read_manifest
@@ -63,8 +64,11 @@ def generations(site: Path) -> list[Generation]:
     live = live_tree(site)
     found = []
     for path in directory.iterdir():
-        if not path.is_dir() or path.is_symlink() or path.name.endswith(".staging") or path.name == SHARED_POOL:
-            continue  # (the shared package pool is not a generation)
+        # Not a generation: a publish's staging, a scratch name (a pruned tree being removed), or the
+        # shared package pool.
+        if (not path.is_dir() or path.is_symlink() or path.name.endswith(".staging") or path.name == SHARED_POOL
+                or path.name.startswith(".") or locks.owner_of(path.name)):
+            continue
         found.append(Generation(
             name=path.name, path=path, created=path.stat().st_mtime, live=path == live,
             artifacts=_artifacts(path), debs=_count(path / "deb", "pool", ".deb"),

@@ -11,24 +11,23 @@ import glob
 import hashlib
 import json
 import lzma
-import os
 import re
 import shutil
 import stat
 import subprocess
 import tarfile
 import tempfile
-import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repogen import distro
+from repogen import atomic, distro
 from repogen.distro import PackageFormat
 from repogen.errors import FetchError
 from repogen.fetch import Download
+from repogen.locks import KeyLocks
 from repogen.unpack import UnsafeArchive, extract_cpio, extract_tar, is_contained, read_contained
 
 
@@ -195,8 +194,7 @@ class HeadersCache:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
+        self._locks = KeyLocks.beside(root)
         self.unpacked = 0
 
     @staticmethod
@@ -205,9 +203,7 @@ class HeadersCache:
 
     def tree(self, target: str, files: list[Download]) -> KernelTree:
         key = self.key([f.sha256 for f in files])
-        with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:
+        with self._locks.hold(key, f"unpacking the headers of {target} {key[:12]}"):
             final = self.root / key
             facts = _facts(final)
             if facts is None:
@@ -220,10 +216,8 @@ class HeadersCache:
     def _unpack(self, target: str, files: list[Download], final: Path) -> None:
         family = distro.for_target(target)
         unpack = UNPACKERS[family.package_format if family else PackageFormat.deb]
-        staging = final.with_name(final.name + f".tmp{os.getpid()}-{threading.get_ident()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(final, ignore_errors=True)
-        try:
+
+        def fill(staging: Path) -> str:
             for download in files:
                 try:
                     unpack(download.path, staging / "root")
@@ -234,8 +228,7 @@ class HeadersCache:
             facts = {"kernel_dir": str(kernel_dir.relative_to(staging / "root")), "release": read_release(kernel_dir),
                      "config_sha256": hashlib.sha256(config).hexdigest() if config is not None else None,
                      "gcc": read_gcc_major(kernel_dir)}
-            (staging / ".complete").write_text(json.dumps(facts))
-            os.replace(staging, final)
-            self.unpacked += 1
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            return json.dumps(facts)
+
+        atomic.install_dir(final, fill)
+        self.unpacked += 1

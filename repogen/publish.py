@@ -24,14 +24,14 @@ import errno
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repogen import __version__
+from repogen import __version__, atomic, failpoints, locks
 from repogen.errors import PublishError
 from repogen.home import Home
 from repogen.matrix import expand
@@ -41,6 +41,7 @@ KEEP_GENERATIONS = 3
 #: The shared package pool inside ``.<site>.generations/`` (never a generation itself).
 SHARED_POOL = "pool"
 REPOSITORY_DIRS = ("deb", "rpm")
+ADOPTED = "adopted-"  # a user's directory moved aside by --adopt: never pruned
 
 
 @dataclass
@@ -118,39 +119,63 @@ def publish(
     now: dt.datetime | None = None,
     require_boot: bool = False,
     remote: Any = None,
+    adopt: bool = False,
 ) -> PublishReport:
+    """Publish the drivers and the repositories to ``site``: a new generation, swapped in atomically.
+
+    The APT and RPM repositories keep every package the live tree publishes, with or without new
+    ones (retention and an explicit ``repo_options.remove`` are the only ways out). A ``site`` that
+    is a directory repogen did not make is refused, unless ``adopt``: then its content is moved to
+    ``.<site>.generations/adopted-<time>`` and kept there (never pruned).
+    """
     site = site.absolute()
     from_cache = _from_remote_cache(home, config, remote) if remote is not None else 0
     now = now or dt.datetime.now(dt.UTC)
     generations = generations_dir(site)
-    generations.mkdir(parents=True, exist_ok=True)
-    live = live_tree(site)
-    staging = Path(tempfile.mkdtemp(prefix=now.strftime("%Y%m%dT%H%M%SZ-"), suffix=".staging", dir=generations))
-    try:
-        report = _fill(home, config, staging, live, signer=signer, debs=debs or [], rpms=rpms or [],
-                       repo_options=repo_options, now=now, site=site, require_boot=require_boot)
-        final = staging.with_suffix("")
-        os.chmod(staging, 0o755)
-        os.replace(staging, final)
-        staging = final
-        swap_live(site, final, generations)
-        report.generation = final
-        report.from_cache = from_cache
-    except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        what = "the disk is full" if exc.errno == errno.ENOSPC else f"{exc.strerror or exc}"
-        raise PublishError(f"publishing to {site} failed: {what}"
-                           f"{f' ({exc.filename})' if exc.filename else ''}; the live tree is unchanged") from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    _prune(generations, keep=final)
-    if report.repos is not None:
-        from repogen.repos.pool import collect_garbage
+    with home_locks(home).hold(f"publish {site}", f"publishing {site}"):
+        _check_site(site, adopt)
+        generations.mkdir(parents=True, exist_ok=True)
+        _sweep(site, generations)
+        live = live_tree(site)
+        name = f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(4)}"
+        final = generations / name
+        staging = generations / f"{locks.owned(name)}.staging"  # swept at once if this run is killed
+        staging.mkdir()
+        try:
+            report = _fill(home, config, staging, live, signer=signer, debs=debs or [], rpms=rpms or [],
+                           repo_options=repo_options, now=now, site=site,
+                           require_boot=require_boot)
+            os.chmod(staging, 0o755)
+            failpoints.reached("publish-filled")
+            atomic.fsync_tree(staging)  # every byte on disk before a name points at it
+            if (generations / SHARED_POOL).is_dir():  # the packages the new tree links to
+                atomic.sync_filesystem(generations / SHARED_POOL)
+            os.rename(staging, final)
+            atomic.fsync_dir(generations)
+            failpoints.reached("publish-renamed")
+            swap_live(site, final, generations)
+            report.generation = final
+            report.from_cache = from_cache
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            if live_tree(site) != final:
+                shutil.rmtree(final, ignore_errors=True)
+            what = "the disk is full" if exc.errno == errno.ENOSPC else f"{exc.strerror or exc}"
+            raise PublishError(f"publishing to {site} failed: {what}"
+                               f"{f' ({exc.filename})' if exc.filename else ''}; the live tree is unchanged") from None
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            if live_tree(site) != final:
+                shutil.rmtree(final, ignore_errors=True)
+            raise
+        failpoints.reached("publish-swapped")
+        _prune(generations, keep=final)
+        if report.repos is not None:
+            from repogen.repos.pool import collect_garbage
 
-        grace = getattr(repo_options, "grace_seconds", 3 * 86400)
-        collect_garbage(generations / SHARED_POOL, _generation_dirs(generations, staging=True), now, grace,
-                        every_seconds=min(grace / 10, 3600))
+            grace = getattr(repo_options, "grace_seconds", 3 * 86400)
+            collect_garbage(generations / SHARED_POOL, _generation_dirs(generations, staging=True), now, grace,
+                            every_seconds=min(grace / 10, 3600))
     return report
 
 
@@ -167,6 +192,35 @@ def _generation_dirs(generations: Path, *, staging: bool = False) -> list[Path]:
     return [p for p in generations.iterdir()
             if p.is_dir() and not p.is_symlink() and p.name != SHARED_POOL
             and (staging or not p.name.endswith(".staging"))]
+
+
+def home_locks(home: Home) -> locks.KeyLocks:
+    return locks.KeyLocks(home.path / "locks")
+
+
+def _check_site(site: Path, adopt: bool) -> None:
+    """A plain directory with content is the user's, not a generation: never take it silently."""
+    if site.is_symlink() or not site.exists():
+        return
+    if not site.is_dir():
+        raise PublishError(f"{site} exists and is not a directory", hint="publish to another --site")
+    entries = sorted(p.name for p in site.iterdir())
+    if entries and not adopt:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise PublishError(
+            f"{site} is a directory repogen did not make ({len(entries)} entries: {shown}); "
+            "refusing to replace it",
+            hint=f"publish to a new --site, or pass --adopt to move its content to "
+                 f"{generations_dir(site)}/adopted-<time> (kept, never pruned) and link {site} to the new tree")
+
+
+def _sweep(site: Path, generations: Path) -> None:
+    """What publishers killed mid-way left: staging trees, half-pruned generations, link files."""
+    locks.sweep(generations)
+    for link in site.parent.glob(f".{site.name}.link~run*"):
+        owner = locks.owner_of(link.name)
+        if owner is not None and not locks.alive(owner):
+            link.unlink(missing_ok=True)
 
 
 def _fill(home: Home, config: Config, out: Path, live: Path | None, *, signer: Any, debs: list[Path],
@@ -208,11 +262,15 @@ def _fill(home: Home, config: Config, out: Path, live: Path | None, *, signer: A
             "build_key": record.build_key, "boot": boot.summary() if boot else None,
         })
     report.artifacts = len(entries)
-    if debs or rpms:
-        from repogen.repos import publish_repositories
+    # The live repositories are kept whether or not this publish brings new packages.
+    removals = bool(repo_options and repo_options.remove)
+    if debs or rpms or removals or (live is not None and any((live / d).is_dir() for d in REPOSITORY_DIRS)):
+        from repogen.repos import RepoOptions, publish_repositories
 
         report.repos = publish_repositories(out, live, debs, rpms, signer, home.path / "cache" / "repos",
-                                            repo_options, now=now, shared_pool=out.parent / SHARED_POOL)
+                                            repo_options or RepoOptions(), now=now,
+                                            shared_pool=out.parent / SHARED_POOL)
+        failpoints.reached("publish-repositories")
     index = {"generator": f"repogen {__version__}", "generated_at": now.isoformat(timespec="seconds"),
              "kinds": {Kind.kmod.value: ".ko", Kind.ebpf.value: ".o"}, "artifacts": entries}
     _write(out / "index.json", json.dumps(index, indent=1, sort_keys=True).encode() + b"\n")
@@ -240,24 +298,28 @@ def swap_live(site: Path, generation: Path, generations: Path) -> None:
     """Point ``site`` at ``generation`` with one atomic rename (publish and rollback)."""
     if site.exists() and not site.is_symlink():
         if site.is_dir() and any(site.iterdir()):
-            # A plain directory from before repogen managed it: move it aside once, then link.
-            os.replace(site, generations / f"adopted-{int(time.time())}")
+            # Asked to adopt (checked before): move the user's directory aside, for good.
+            os.replace(site, generations / f"{ADOPTED}{int(time.time())}")
         elif site.is_dir():
             site.rmdir()
         else:
             raise PublishError(f"{site} exists and is not a directory")
-    link = site.with_name(f".{site.name}.link-{os.getpid()}")
+    link = site.with_name(locks.owned(f".{site.name}.link"))
     link.unlink(missing_ok=True)
     os.symlink(os.path.relpath(generation, site.parent), link)
     os.replace(link, site)
+    atomic.fsync_dir(site.parent)
 
 
 def _prune(generations: Path, keep: Path) -> None:
-    """Keep the live generation and the ones before it; old readers finish their downloads."""
-    done = sorted(_generation_dirs(generations), key=lambda p: p.stat().st_mtime, reverse=True)
+    """Keep the live generation and the ones before it (old readers finish their downloads), and
+    whatever was adopted; an old one is renamed to a scratch name first, so a kill mid-way leaves
+    nothing that looks like a generation."""
+    done = sorted((p for p in _generation_dirs(generations)
+                   if locks.owner_of(p.name) is None and not p.name.startswith((ADOPTED, "."))),
+                  key=lambda p: p.stat().st_mtime, reverse=True)
     for old in done[KEEP_GENERATIONS:]:
         if old != keep:
-            shutil.rmtree(old, ignore_errors=True)
-    for stale in generations.glob("*.staging"):
-        if time.time() - stale.stat().st_mtime > 3600:
-            shutil.rmtree(stale, ignore_errors=True)
+            trash = old.with_name(locks.owned(f".{old.name}.pruned"))
+            os.rename(old, trash)
+            shutil.rmtree(trash, ignore_errors=True)

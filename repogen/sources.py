@@ -13,13 +13,15 @@ import os
 import shutil
 import stat
 import tarfile
-import threading
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from repogen import atomic
 from repogen.errors import FetchError
 from repogen.fetch import DownloadCache
+from repogen.locks import KeyLocks
 from repogen.model import Driver
 from repogen.unpack import UnsafeArchive, extract_tar
 
@@ -54,17 +56,14 @@ class SourceCache:
     def __init__(self, root: Path, downloads: DownloadCache) -> None:
         self.root = root
         self.downloads = downloads
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
-        self._guard = threading.Lock()
+        self._locks = KeyLocks.beside(root)
         self._resolved: dict[tuple[str, str], SourceTree] = {}
         self.fetches = 0
 
     def resolve(self, driver: Driver) -> SourceTree:
         """The driver's source tree; an unpinned URL (a branch) is re-fetched once per run."""
         key = (driver.source.location, driver.version)
-        with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:
+        with self._locks.hold(f"{key[0]}@{key[1]}", f"fetching {driver.name} {driver.version}"):
             if key in self._resolved:
                 return self._resolved[key]
             tree = self._resolve(driver)
@@ -78,7 +77,7 @@ class SourceCache:
             if path.is_dir():
                 digest = tree_digest(path)
                 final = self.root / digest
-                if not (final / ".complete").exists():
+                if atomic.completed(final) is None:
                     self._install(final, lambda dest: shutil.copytree(path, dest, symlinks=True))
                 return SourceTree(digest, final)
             return self._from_tarball(path, hashlib.sha256(path.read_bytes()).hexdigest())
@@ -89,21 +88,15 @@ class SourceCache:
 
     def _from_tarball(self, tarball: Path, digest: str) -> SourceTree:
         final = self.root / digest
-        if not (final / ".complete").exists():
+        if atomic.completed(final) is None:
             self._install(final, lambda dest: _unpack_source(tarball, dest))
         return SourceTree(digest, final)
 
-    def _install(self, final: Path, fill: object) -> None:
-        staging = final.with_name(final.name + f".tmp{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        try:
-            fill(staging / "src")  # type: ignore[operator]
-            (staging / ".complete").write_text("")
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(staging, final)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    def _install(self, final: Path, fill: Callable[[Path], object]) -> None:
+        def fill_src(staging: Path) -> None:
+            fill(staging / "src")
+
+        atomic.install_dir(final, fill_src)
 
 
 def _unpack_source(tarball: Path, dest: Path) -> None:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import sqlite3
 import threading
 import time
@@ -19,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from repogen import atomic
 from repogen.fetch import UrlIndex
 
 if TYPE_CHECKING:
@@ -94,7 +93,7 @@ class Store(UrlIndex):
         if conn is None:
             conn = sqlite3.connect(self.home / "state.db", timeout=60, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA synchronous=FULL")  # a recorded build survives a power cut
             self._local.conn = conn
         return conn
 
@@ -169,12 +168,8 @@ class Store(UrlIndex):
                 h.update(chunk)
         digest = h.hexdigest()
         final = self.object_path(digest)
-        if not final.exists():
-            final.parent.mkdir(parents=True, exist_ok=True)
-            tmp = final.with_name(f".{digest}.tmp{os.getpid()}-{threading.get_ident()}")
-            shutil.copyfile(path, tmp)
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, final)
+        if not final.exists():  # durable before the database names it: a power cut cannot leave a hole
+            atomic.copy_file(path, final, mode=0o444)
         return digest, final.stat().st_size
 
     # -- builds ---------------------------------------------------------------------------------

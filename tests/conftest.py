@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -154,3 +155,24 @@ def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
 @pytest.fixture
 def repogen(tmp_path: Path) -> Repogen:
     return Repogen(tmp_path / "home")
+
+
+@pytest.fixture(scope="session")
+def warm_cache(tmp_path_factory: pytest.TempPathFactory, mirror: Mirror, builder_image: str) -> Path:
+    """A home whose download and headers caches hold mirror.kernels[0], built once per session."""
+    root = tmp_path_factory.mktemp("warm")
+    config = write_config(root, [driver_yaml("hello_repogen", "0.1.0", HELLO_KBUILD, "kbuild", "[kmod]")],
+                          mirror.kernels[:1])
+    result = Repogen(root / "home", config)("build", timeout=600)
+    assert result.code == 0, result.err + result.out
+    return root / "home" / "cache"
+
+
+@pytest.fixture
+def home(tmp_path: Path, warm_cache: Path) -> Path:
+    """A fresh state directory starting from a warm copy (hard links) of the headers cache."""
+    home = tmp_path / "home"
+    for part in ("downloads", "kernels"):
+        shutil.copytree(warm_cache / part, home / "cache" / part, copy_function=os.link, symlinks=True,
+                        ignore=shutil.ignore_patterns(".locks"))
+    return home

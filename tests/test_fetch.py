@@ -9,6 +9,8 @@ import hashlib
 import os
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from repogen import locks
 from repogen.errors import FetchError
 from repogen.fetch import RETRY_STATUSES, DownloadCache, UrlIndex
 
@@ -101,7 +104,7 @@ def _cache(tmp_path: Path, retries: int = 2, timeout: float = 0.5) -> DownloadCa
 
 
 def _leftovers(cache: DownloadCache) -> list[str]:
-    return sorted(p.name for p in cache.root.iterdir() if p.name.startswith(".part-"))
+    return sorted(p.name for p in cache.root.iterdir() if p.name.startswith(".part"))
 
 
 def test_503_is_retried_honouring_retry_after(tmp_path: Path, server: FaultyServer) -> None:
@@ -175,12 +178,16 @@ def test_file_urls_and_stale_parts(tmp_path: Path) -> None:
     source.write_bytes(BODY)
     cache = _cache(tmp_path)
     cache.root.mkdir(parents=True)
-    stale, fresh = cache.root / ".part-stale", cache.root / ".part-fresh"
+    # A partial download of a run that died (kill -9) is swept; a live run's, however old, is not.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_owner = locks.token(dead.pid)
+    dead.wait()
+    stale, live = cache.root / f".part~run{dead_owner}~x", cache.root / f"{locks.owned('.part')}~y"
     stale.write_bytes(b"x")
-    fresh.write_bytes(b"x")
-    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    live.write_bytes(b"x")
+    os.utime(live, (time.time() - 3600, time.time() - 3600))
     assert cache.get(source.as_uri(), DIGEST).path.read_bytes() == BODY
-    assert _leftovers(cache) == [".part-fresh"], "a stale .part was kept, or a live one removed"
+    assert _leftovers(cache) == [live.name], "a dead run's .part was kept, or a live one's removed"
     with pytest.raises(FetchError, match="No such file"):
         cache.get((tmp_path / "missing").as_uri())
 
