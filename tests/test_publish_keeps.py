@@ -69,7 +69,8 @@ def test_only_an_explicit_removal_takes_a_package_out(served: tuple[Path, str], 
     assert apt_can_get(tmp_path, base_url, "falco=0.41.0") == ""  # only the one named is gone
     # And the next plain publish does not bring it back, nor drop the other.
     assert repogen("publish", "--site", str(site)).code == 0
-    assert sorted(p.name for p in (site / "deb" / "pool").rglob("*.deb")) == ["falco_0.41.0_amd64.deb"]
+    assert "Version '0.40.0' for 'falco' was not found" in apt_can_get(tmp_path, base_url, "falco=0.40.0")
+    assert apt_can_get(tmp_path, base_url, "falco=0.41.0") == ""
 
 
 def test_a_directory_repogen_did_not_make_is_refused_or_adopted_for_good(tmp_path: Path) -> None:
