@@ -85,6 +85,7 @@ def bare_make(home: Path, scratch: Path, make_jobs: int) -> float:
     shutil.rmtree(scratch, ignore_errors=True)
     shutil.copytree(prepared / "build" / "src", scratch, symlinks=True)
     subprocess.run(["chown", "-R", "1000:1000", str(scratch)], check=True)
+    subprocess.run(["chmod", "-R", "u+w", str(scratch)], check=True)  # the prepared cache is sealed read-only
     cmd = ["docker", "run", "--rm", "--network", "none", "--user", "1000:1000", "--cap-drop", "ALL",
            "--security-opt", "no-new-privileges", "--memory", "4g", "--memory-swap", "4g", "--pids-limit", "4096",
            "--read-only", "--tmpfs", "/tmp:rw,exec,size=1g", "-w", "/work"]
