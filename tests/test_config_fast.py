@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import HELLO_KBUILD
 
-from repogen import config, config_fast
+from repogen import arch, config, config_fast
 from repogen.errors import ConfigErrors
 
 FAMILIES = [("debian", "6.1.{n}-1-amd64"), ("ubuntu-generic", "5.15.0-{n}-generic"),
@@ -66,7 +66,7 @@ def parse_slow(path: Path, monkeypatch: pytest.MonkeyPatch) -> config.Config:
 def fast_accepts(path: Path, is_main: bool) -> bool:
     from repogen.recipes import known_recipes
 
-    return config_fast.load_file(path, path.read_text(), is_main=is_main, architectures=config.ARCHITECTURES,
+    return config_fast.load_file(path, path.read_text(), is_main=is_main, architectures=arch.ALIASES,
                                  known_recipes=known_recipes()) is not None
 
 
