@@ -206,9 +206,9 @@ class Builder:
         """The toolchain that matches the kernel's own gcc: from the recorded facts of its headers, else
         by unpacking them (the tree is returned then, so it is not looked up twice)."""
         key = HeadersCache.key([f.sha256 for f in files])
-        gccs = self.home.store.kernel_gccs()
-        if key in gccs:
-            return images.choose(job.kernel, gccs[key]), None
+        known, gcc = self.home.store.kernel_gcc(key)
+        if known:
+            return images.choose(job.kernel, gcc), None
         tree = self._tree(job, files)
         self.home.store.record_kernel(key, tree.release, tree.gcc, tree.config_sha256)
         return images.choose(job.kernel, tree.gcc), tree

@@ -142,6 +142,11 @@ class Store(UrlIndex):
         with self._db() as db:
             db.execute("INSERT OR REPLACE INTO kernels VALUES (?,?,?,?)", (headers_key, release, gcc, config_sha256))
 
+    def kernel_gcc(self, headers_key: str) -> tuple[bool, int | None]:
+        """(known, gcc major) for one kernel's headers: a keyed lookup, for a build's every job."""
+        row = self._connection().execute("SELECT gcc FROM kernels WHERE headers_key=?", (headers_key,)).fetchone()
+        return (row is not None, row[0] if row else None)
+
     def kernel_gccs(self) -> dict[str, int | None]:
         """headers key -> major version of the gcc that built that kernel."""
         return dict(self._connection().execute("SELECT headers_key, gcc FROM kernels"))
