@@ -12,7 +12,7 @@ driver layout, sequential over one keep-alive connection (how the driverkit buil
 existing artifacts today).
 
 The state is synthetic but exact: the build records carry the very keys ``repogen.build.plan``
-computes (``job_key`` with the real builder image id), written with
+computes (``job_key`` with the real builder image's toolchain id), written with
 ``Store.record_build``. It is kept under ``--work`` and reused while its inputs are unchanged.
 """
 
@@ -107,7 +107,8 @@ def synthetic_yaml(kernels: int, driver_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def prepare_state(work: Path, kernels: int, image_tag: str, image_id: str) -> tuple[Path, Path, Path, int]:
+def prepare_state(work: Path, kernels: int, image_tag: str, image_id: str,
+                  toolchain_id: str) -> tuple[Path, Path, Path, int]:
     """The matrix, a home whose DB says every job is built, and the artifact tree; reused when unchanged."""
     driver_dir = work / "driver"
     config_path = work / "kernels.yaml"
@@ -118,7 +119,7 @@ def prepare_state(work: Path, kernels: int, image_tag: str, image_id: str) -> tu
     # The key scheme is part of the identity: a state written with other keys would plan as unbuilt.
     probe = hashlib.sha256("".join(inspect.getsource(f) for f in (
         plan_mod.job_key, plan_mod._driver_part, plan_mod._kernel_part, plan_mod._combine)).encode()).hexdigest()[:16]
-    identity = f"{__version__} {kernels} {image_id} {driver_digest} {probe}\n"
+    identity = f"{__version__} {kernels} {toolchain_id} {driver_digest} {probe}\n"
     if stamp.exists() and stamp.read_text() == identity:
         config = config_mod.parse(config_path)
         return config_path, home_path, tree, len(expand(config))
@@ -130,13 +131,13 @@ def prepare_state(work: Path, kernels: int, image_tag: str, image_id: str) -> tu
     config = config_mod.parse(config_path)
     jobs = expand(config)
     home = Home(home_path)
-    home.store.record_images({image_tag: image_id})  # as `repogen images build` does
+    home.store.record_images({image_tag: image_id}, {image_tag: toolchain_id})  # as `repogen images build` does
     source = tree_digest(driver_dir)
     now = time.time()
     for job in jobs:
         chain = images.choose(job.kernel)
         assert chain.name == image_tag, f"{job.kernel.label} needs {chain.name}"
-        key = job_key(job, source, [h.sha256 or "" for h in job.kernel.headers], image_id)
+        key = job_key(job, source, [h.sha256 or "" for h in job.kernel.headers], toolchain_id)
         digest = hashlib.sha256(job.job_id.encode()).hexdigest()
         home.store.record_build(BuildRecord(
             build_key=key, job_id=job.job_id, status="ok", artifact_sha256=digest, size=0, image_id=image_id,
@@ -205,7 +206,8 @@ def main() -> int:
     if not image_id:
         raise SystemExit(f"{image_tag} is missing")
     work = args.work or CACHE / f"bench-plan-{args.kernels}"
-    config_path, home, tree, total = prepare_state(work, args.kernels, image_tag, image_id)
+    toolchain_id = images.toolchain_ids(client, {image_tag: image_id})[image_tag]
+    config_path, home, tree, total = prepare_state(work, args.kernels, image_tag, image_id, toolchain_id)
     print(f"matrix: {args.kernels} kernels x {len(DRIVER_VERSIONS)} driver versions x [kmod, ebpf] = {total} jobs; "
           f"builder {image_tag} {image_id[:19]}")
 

@@ -85,8 +85,9 @@ def main() -> int:
     config_path.write_text(synthetic_yaml(args.kernels, work / "driver"))
     config = config_mod.parse(config_path)
     home = Home(work / "home")
-    home.store.record_images({images.choose(k).name: "sha256:" + "cd" * 32 for k in config.kernels})
-    planned = plan(home, expand(config), home.store.image_ids())
+    ids = {images.choose(k).name: "sha256:" + "cd" * 32 for k in config.kernels}
+    home.store.record_images(ids, ids)  # image ids and toolchain ids alike
+    planned = plan(home, expand(config), home.store.toolchain_ids())
     total = len(planned)
     cache = remote_cache.RemoteCache(s3.parse_url(f"s3://{BUCKET}/{PREFIX}"))
 

@@ -86,13 +86,14 @@ class Builder:
     """Runs planned jobs; owns the per-run memory of shared steps (done once, failed once)."""
 
     def __init__(self, home: Home, config: Config, client: docker.DockerClient, *,
-                 image_ids: dict[str, str], keep_work: bool = False, remote: RemoteCache | None = None,
-                 on_event: Callable[[str], None] | None = None) -> None:
+                 image_ids: dict[str, str], toolchain_ids: dict[str, str], keep_work: bool = False,
+                 remote: RemoteCache | None = None, on_event: Callable[[str], None] | None = None) -> None:
         self.home = home
         self.remote = remote
         self.config = config
         self.client = client
-        self.image_ids = dict(image_ids)  # toolchain name -> builder image id
+        self.image_ids = dict(image_ids)  # toolchain name -> builder image id (what containers run)
+        self.toolchain_ids = dict(toolchain_ids)  # toolchain name -> toolchain id (what keys hold)
         self.keep_work = keep_work
         self.on_event = on_event
         self.make_jobs = os.cpu_count() or 1
@@ -189,18 +190,23 @@ class Builder:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def _image(self, chain: images.Toolchain) -> str:
-        """The builder image of a toolchain, made on first use (debootstrap + build) when missing."""
+    def _image(self, chain: images.Toolchain) -> tuple[str, str]:
+        """The builder image of a toolchain and its toolchain id, the image made on first use
+        (debootstrap + build) when missing."""
         with self._guard:
             lock = self._image_locks.setdefault(chain.name, threading.Lock())
         with lock:
-            if (found := self.image_ids.get(chain.name)) is None:
+            found = self.image_ids.get(chain.name)
+            if found is None:
                 if self.on_event:
                     self.on_event(f"builder image {chain.name} is missing: making it (a few minutes, once)")
                 found = images.ensure(self.client, chain, self.home.logs / "images")
                 self.image_ids[chain.name] = found
-                self.home.store.record_images(dict(self.image_ids))
-            return found
+            if (toolchain_id := self.toolchain_ids.get(chain.name)) is None:
+                toolchain_id = images.toolchain_ids(self.client, {chain.name: found})[chain.name]
+                self.toolchain_ids[chain.name] = toolchain_id
+                self.home.store.record_images(dict(self.image_ids), dict(self.toolchain_ids))
+            return found, toolchain_id
 
     def _kernel(self, job: Job, files: list[Download]) -> tuple[images.Toolchain, KernelTree | None]:
         """The toolchain that matches the kernel's own gcc: from the recorded facts of its headers, else
@@ -231,11 +237,11 @@ class Builder:
             files = self._headers(job)
             chain, tree = self._kernel(job, files)
             toolchain = chain.name
-            image_id = self._image(chain)
-            key = job_key(job, source.digest, [f.sha256 for f in files], image_id)
+            image_id, toolchain_id = self._image(chain)
+            key = job_key(job, source.digest, [f.sha256 for f in files], toolchain_id)
             # What went into the key, kept with the build: "why was this rebuilt?" is a diff away.
             inputs_record = reasons.build_inputs(
-                source=source.digest, headers={f.url: f.sha256 for f in files}, image=image_id,
+                source=source.digest, headers={f.url: f.sha256 for f in files}, image=toolchain_id,
                 recipe=job.driver.recipe, recipe_script=script_digest(job.driver.recipe))
             inputs_record["toolchain"] = chain.name
             inputs = json.dumps(inputs_record, sort_keys=True)

@@ -178,8 +178,9 @@ def validate(ctx: Ctx, as_json: bool) -> None:
                  if config.packages.deb or config.packages.rpm else ""))
 
 
-def _image_ids(ctx: Ctx, required: bool) -> tuple[Any, dict[str, str] | None]:
-    """Builder image ids from the Docker engine (None when it cannot be asked), recorded for `plan`."""
+def _image_ids(ctx: Ctx, required: bool) -> tuple[Any, dict[str, str] | None, dict[str, str]]:
+    """Builder image ids and their toolchain ids from the Docker engine (None and {} when it cannot be
+    asked), recorded for `plan`."""
     from repogen import container, images
 
     try:
@@ -187,10 +188,11 @@ def _image_ids(ctx: Ctx, required: bool) -> tuple[Any, dict[str, str] | None]:
     except RepogenError:
         if required:
             raise
-        return None, None
+        return None, None, {}
     ids = images.resolve_ids(client)
-    ctx.home.store.record_images(ids)
-    return client, ids
+    toolchain_ids = images.toolchain_ids(client, ids)
+    ctx.home.store.record_images(ids, toolchain_ids)
+    return client, ids, toolchain_ids
 
 
 def _select(config: Config, only: tuple[str, ...], shard: str | None, changed_since: str | None = None,
@@ -270,17 +272,17 @@ def plan(ctx: Ctx, only: tuple[str, ...], shard: str | None, changed_since: str 
 
     config = ctx.config()
     jobs = _select(config, only, shard, changed_since, ctx.config_path)
-    ids = {} if check_images else ctx.home.store.image_ids()
+    ids = {} if check_images else ctx.home.store.toolchain_ids()
     if not ids:
-        _, ids = _image_ids(ctx, required=False)
+        _, _, ids = _image_ids(ctx, required=False)
     remote = _remote_cache(config, cache_url, check=False)  # reading the index says what is wrong
     remote_keys = remote.built_keys({(j.driver.name, j.driver.version) for j in jobs}) if remote else set()
     planned = make_plan(ctx.home, jobs, ids or {}, remote_keys)
     counts = Counter(p.state for p in planned)
     boots = _boot_summaries(ctx, jobs)
     if as_json:
-        rows = [{**p.job.fields, "state": p.state, "toolchain": p.toolchain, "image": p.image_id, "build_key": p.key,
-                 "reason": p.reason, "error": p.error, "boot": _boot_field(boots, p.job.job_id)}
+        rows = [{**p.job.fields, "state": p.state, "toolchain": p.toolchain, "toolchain_id": p.toolchain_id,
+                 "build_key": p.key, "reason": p.reason, "error": p.error, "boot": _boot_field(boots, p.job.job_id)}
                 for p in planned if show_all or p.state not in ("built", "cached")]
         emit_json({"counts": dict(counts), "total": len(planned), "jobs": rows})
         return
@@ -360,9 +362,10 @@ def build(ctx: Ctx, only: tuple[str, ...], shard: str | None, changed_since: str
     if dask_scheduler and remote is None:
         raise UsageError("--dask needs a shared build cache (--cache s3://BUCKET/PREFIX or `cache:` in "
                          "kernels.yaml): the workers' artifacts go there")
-    client, ids = _image_ids(ctx, required=not dask_scheduler)
-    planned = make_plan(ctx.home, selected, ids or {})
-    builder = Builder(ctx.home, config, client, image_ids=ids or {}, keep_work=keep_work, remote=remote,
+    client, ids, toolchain_ids = _image_ids(ctx, required=not dask_scheduler)
+    planned = make_plan(ctx.home, selected, toolchain_ids)
+    builder = Builder(ctx.home, config, client, image_ids=ids or {}, toolchain_ids=toolchain_ids,
+                      keep_work=keep_work, remote=remote,
                       on_event=lambda message: err.print(styled(("note:", "yellow"), f" {message}")))
     work, forced = select_work(planned, rebuild_selectors)
     todo = len(work)
@@ -700,8 +703,8 @@ def _run_publish(ctx: Ctx, site: Path, debs: tuple[str, ...], rpms: tuple[str, .
         err.print(styled(("note:", "yellow"), " no signing key configured: SHA256SUMS and the repositories are "
                          "unsigned (apt needs [trusted=yes], dnf gpgcheck=0 to accept them)"))
     remote = _remote_cache(config, cache_url)
-    if remote is not None and not ctx.home.store.image_ids():
-        _image_ids(ctx, required=False)  # build keys of what was built elsewhere need the builder image ids
+    if remote is not None and not ctx.home.store.toolchain_ids():
+        _image_ids(ctx, required=False)  # build keys of what was built elsewhere need the toolchain ids
     locks.notify_waits(lambda message: err.print(styled(("note:", "yellow"), f" {message}")))
     with err.status("publishing"):
         report = do_publish(ctx.home, config, site, signer=signer, debs=deb_files, rpms=rpm_files,
@@ -963,13 +966,13 @@ def images_list(ctx: Ctx, as_json: bool) -> None:
     """The toolchains (one per Debian release), the kernels each serves, and whether its image is built."""
     from repogen import images as images_mod
 
-    client, found = _image_ids(ctx, required=False)
+    client, found, toolchain_ids = _image_ids(ctx, required=False)
     ids = found or {}
     bases = images_mod.base_ids(client) if client is not None else {}
     rows: list[dict[str, Any]] = [
         {"toolchain": t.name, "suite": t.suite, "gcc": t.gcc, "clang": t.clang, "kernels": t.kernels,
          "image": images_mod.content_tag(t, bases[t.suite]) if t.suite in bases else None,
-         "id": ids.get(t.name), "docker": found is not None}
+         "id": ids.get(t.name), "toolchain_id": toolchain_ids.get(t.name), "docker": found is not None}
         for t in images_mod.toolchains().values()]
     if as_json:
         emit_json(rows)
@@ -1023,7 +1026,8 @@ def images_build(ctx: Ctx, toolchains: tuple[str, ...], build_all: bool, force: 
             else:
                 image = images_mod.ensure(client, chain, logs, mirror=mirror, on_line=progress)
         out.print(f"{name}: built ({image[:19]}, log {logs / f'{name}.log'})")
-    ctx.home.store.record_images(images_mod.resolve_ids(client))
+    ids = images_mod.resolve_ids(client)
+    ctx.home.store.record_images(ids, images_mod.toolchain_ids(client, ids))
 
 
 @images.command("bootstrap")

@@ -32,6 +32,10 @@ if TYPE_CHECKING:  # the Docker SDK is imported where it is used: `plan` and `va
 
 BASE_REPOSITORY = "repogen/base"
 BUILDER_REPOSITORY = "repogen/builder"
+#: A second tag on each builder image, naming its toolchain id, so it is computed once per image.
+TOOLCHAIN_REPOSITORY = "repogen/toolchain"
+#: What every package of an image is, one line each: the part of the toolchain id a machine adds.
+_PACKAGES_QUERY = ["dpkg-query", "--show", "--showformat", "${binary:Package} ${Version}\\n"]
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,56 @@ def resolve_ids(client: docker.DockerClient) -> dict[str, str]:
         base = bases.get(chain.suite)
         if base and (found := present.get(content_tag(chain, base))):
             out[chain.name] = found
+    return out
+
+
+def toolchain_id(chain: Toolchain, packages: str) -> str:
+    """What builds depend on, the same on every machine with the same toolchain: the Dockerfile as
+    the template renders it (naming the base by its tag, not by this machine's image id) and the exact
+    version of every package installed in the image. Two machines that debootstrapped and built their
+    own images from the same mirror state get the same id, so they share remote-cache entries; an
+    image whose gcc, clang or libc moved gets a new one."""
+    lines = sorted(line.strip() for line in packages.splitlines() if line.strip())
+    text = dockerfile(chain, chain.base_tag) + "\0" + "\n".join(lines)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def image_packages(client: docker.DockerClient, image: str) -> str:
+    """``dpkg-query --show`` inside ``image`` (no network, removed afterwards)."""
+    import docker.errors
+
+    try:
+        output = client.containers.run(image, _PACKAGES_QUERY, network_mode="none", remove=True,
+                                       stdout=True, stderr=False)
+    except docker.errors.DockerException as exc:
+        raise RepogenError(f"cannot list the packages of builder image {image[:19]}: {exc}") from None
+    return bytes(output).decode(errors="replace")
+
+
+def toolchain_ids(client: docker.DockerClient, ids: dict[str, str]) -> dict[str, str]:
+    """Toolchain name -> toolchain id of each image in ``ids`` (name -> image id). Read from the
+    image's ``repogen/toolchain:<name>-<hex>`` tag; an image without one is asked for its packages
+    once (a second's container run) and tagged."""
+    import docker.errors
+
+    chains = toolchains()
+    out: dict[str, str] = {}
+    for name, image_ref in ids.items():
+        chain = chains.get(name)
+        if chain is None:
+            continue
+        try:
+            image = client.images.get(image_ref)
+        except docker.errors.ImageNotFound:
+            continue
+        prefix = f"{TOOLCHAIN_REPOSITORY}:{name}-"
+        tagged = [t.removeprefix(prefix) for t in image.tags if t.startswith(prefix)]
+        if tagged:
+            out[name] = "sha256:" + tagged[0]
+            continue
+        found = toolchain_id(chain, image_packages(client, image_ref))
+        image.tag(TOOLCHAIN_REPOSITORY, f"{name}-{found.removeprefix('sha256:')}")
+        out[name] = found
     return out
 
 

@@ -1,6 +1,6 @@
 """Plan: which jobs are built, missing, changed or failed, from the database alone.
 
-No network and no Docker: the builder image ids come from the database (recorded by `repogen images
+No network and no Docker: the toolchain ids come from the database (recorded by `repogen images
 build` and `repogen build`), so a no-op plan over tens of thousands of jobs is one pass of short
 hashes, and a CI planner needs no Docker engine.
 """
@@ -37,7 +37,8 @@ NEEDS_SOURCES_ERROR = ("no headers package: building needs the kernel sources pr
 class Planned:
     job: Job
     toolchain: str
-    image_id: str | None
+    #: The builder's toolchain id (the same on every machine with the same packages): part of the key.
+    toolchain_id: str | None
     key: str | None
     state: str  # one of STATES
     error: str | None = None
@@ -62,20 +63,20 @@ def _kernel_part(ident: tuple[str, ...], header_digests: tuple[str, ...]) -> str
     return hashlib.sha256("\0".join((*ident, "", *header_digests)).encode()).hexdigest()
 
 
-def job_key(job: Job, source_digest: str, header_digests: list[str], image_id: str) -> str:
+def job_key(job: Job, source_digest: str, header_digests: list[str], toolchain_id: str) -> str:
     """The build key: a hash of everything that changes a build's output.
 
     Driver side (name, version, kind, recipe and its script, source digest) and kernel side
-    (identifiers, header digests) are hashed once each and combined with the builder image id, so a
+    (identifiers, header digests) are hashed once each and combined with the toolchain id, so a
     plan over tens of thousands of jobs costs one short hash per job.
     """
     driver = _driver_part(job.driver.name, job.driver.version, job.kind, job.driver.recipe, source_digest)
     kernel = _kernel_part(job.kernel.ident, tuple(header_digests))
-    return _combine(driver, kernel, image_id)
+    return _combine(driver, kernel, toolchain_id)
 
 
-def _combine(driver_part: str, kernel_part: str, image_id: str) -> str:
-    return hashlib.sha256(f"{driver_part}:{kernel_part}:{image_id}".encode()).hexdigest()
+def _combine(driver_part: str, kernel_part: str, toolchain_id: str) -> str:
+    return hashlib.sha256(f"{driver_part}:{kernel_part}:{toolchain_id}".encode()).hexdigest()
 
 
 def _known_source_digest(home: Home, driver: Driver, cache: dict[tuple[str, str], str | None]) -> str | None:
@@ -92,7 +93,7 @@ def _known_source_digest(home: Home, driver: Driver, cache: dict[tuple[str, str]
     return cache[key]
 
 
-def plan(home: Home, jobs: list[Job], image_ids: dict[str, str],
+def plan(home: Home, jobs: list[Job], toolchain_ids: dict[str, str],
          remote_keys: set[str] | frozenset[str] = frozenset()) -> list[Planned]:
     """What each job needs, from the database alone: no network, no Docker call per job.
 
@@ -120,11 +121,11 @@ def plan(home: Home, jobs: list[Job], image_ids: dict[str, str],
             chain = chains.get(chain_key)
             if chain is None:
                 chain = chains[chain_key] = images.choose(kernel, gcc)
-            image_id = image_ids.get(chain.name)
+            toolchain_id = toolchain_ids.get(chain.name)
             kernel_part = _kernel_part(kernel.ident, tuple(h or "" for h in headers)) if all(headers) else ""
         assert chain is not None
         if not kernel.headers:
-            out.append(Planned(job, chain.name, image_id, None, "needs-sources", NEEDS_SOURCES_ERROR))
+            out.append(Planned(job, chain.name, toolchain_id, None, "needs-sources", NEEDS_SOURCES_ERROR))
             continue
         driver_key = (id(job.driver), job.kind)  # identity: hashing a frozen dataclass is slow
         if driver_key not in driver_parts:
@@ -133,8 +134,8 @@ def plan(home: Home, jobs: list[Job], image_ids: dict[str, str],
                 job.driver.name, job.driver.version, job.kind, job.driver.recipe, source)
         driver_part = driver_parts[driver_key]
         key = None
-        if image_id and driver_part and kernel_part:
-            key = _combine(driver_part, kernel_part, image_id)
+        if toolchain_id and driver_part and kernel_part:
+            key = _combine(driver_part, kernel_part, toolchain_id)
         job_id = job.job_id
         good_key = good.get(job_id)
         failed_key = failed.get(job_id)
@@ -151,13 +152,13 @@ def plan(home: Home, jobs: list[Job], image_ids: dict[str, str],
         if state != "built" and key is not None and key in remote_keys:
             state = "cached"
         error = errors.get(failed_key) if failed_key and state == "failed" else None
-        planned = Planned(job, chain.name, image_id, key, state, error)
+        planned = Planned(job, chain.name, toolchain_id, key, state, error)
         if state == "cached":  # nothing to compare: it is built, elsewhere
             planned.reason = CACHED_REASON
         elif state != "built" or not job.driver.source.pinned:
             inputs = reasons.build_inputs(
                 source=source_digests.get((job.driver.source.location, job.driver.version)),
-                headers={h.url: d for h, d in zip(kernel.headers, headers, strict=True)}, image=image_id,
+                headers={h.url: d for h, d in zip(kernel.headers, headers, strict=True)}, image=toolchain_id,
                 recipe=job.driver.recipe, recipe_script=script_digest(job.driver.recipe))
             explaining.append((planned, inputs, good_key if state != "built" else None))
         out.append(planned)

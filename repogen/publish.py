@@ -184,7 +184,7 @@ def _from_remote_cache(home: Home, config: Config, remote: Any) -> int:
     from repogen.plan import plan
     from repogen.remote_cache import restore_missing
 
-    return restore_missing(home.store, plan(home, expand(config), home.store.image_ids()), remote)
+    return restore_missing(home.store, plan(home, expand(config), home.store.toolchain_ids()), remote)
 
 
 def _generation_dirs(generations: Path, *, staging: bool = False) -> list[Path]:

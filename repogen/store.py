@@ -35,7 +35,7 @@ CREATE INDEX IF NOT EXISTS builds_job ON builds(job_id);
 CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY, last_key TEXT NOT NULL, last_status TEXT NOT NULL, good_key TEXT);
 CREATE TABLE IF NOT EXISTS images (
-    tag TEXT PRIMARY KEY, image_id TEXT NOT NULL, seen_at REAL NOT NULL);
+    tag TEXT PRIMARY KEY, image_id TEXT NOT NULL, seen_at REAL NOT NULL, toolchain_id TEXT);
 CREATE TABLE IF NOT EXISTS kernels (
     headers_key TEXT PRIMARY KEY, release TEXT, gcc INTEGER, config_sha256 TEXT);
 CREATE TABLE IF NOT EXISTS sources (
@@ -82,7 +82,11 @@ class Store(UrlIndex):
         self._local = threading.local()
         self._write_lock = threading.Lock()
         with self._write_lock:
-            self._connection().executescript(SCHEMA)
+            conn = self._connection()
+            conn.executescript(SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(images)")}
+            if "toolchain_id" not in columns:  # a database from before toolchain ids
+                conn.execute("ALTER TABLE images ADD COLUMN toolchain_id TEXT")
 
     # -- database -------------------------------------------------------------------------------
     def _connection(self) -> sqlite3.Connection:
@@ -126,14 +130,21 @@ class Store(UrlIndex):
         return dict(self._connection().execute("SELECT url, sha256 FROM downloads").fetchall())
 
     # -- builder images ---------------------------------------------------------------------------
-    def record_images(self, ids: dict[str, str]) -> None:
-        """Remember the builder image ids Docker reported, so `plan` needs no Docker engine."""
+    def record_images(self, ids: dict[str, str], toolchain_ids: dict[str, str]) -> None:
+        """Remember the builder images Docker reported (toolchain name -> image id) and their
+        toolchain ids (what build keys hold), so `plan` needs no Docker engine."""
         with self._db() as db:
             db.execute("DELETE FROM images")
-            db.executemany("INSERT INTO images VALUES (?,?,?)", [(t, i, time.time()) for t, i in ids.items()])
+            db.executemany("INSERT INTO images VALUES (?,?,?,?)",
+                           [(t, i, time.time(), toolchain_ids.get(t)) for t, i in ids.items()])
 
     def image_ids(self) -> dict[str, str]:
+        """Toolchain name -> this machine's builder image id: what containers run."""
         return dict(self._connection().execute("SELECT tag, image_id FROM images"))
+
+    def toolchain_ids(self) -> dict[str, str]:
+        """Toolchain name -> toolchain id: what build keys hold (see :func:`repogen.images.toolchain_id`)."""
+        return dict(self._connection().execute("SELECT tag, toolchain_id FROM images WHERE toolchain_id IS NOT NULL"))
 
     # -- kernels ----------------------------------------------------------------------------------
     def record_kernel(self, headers_key: str, release: str, gcc: int | None, config_sha256: str | None) -> None:

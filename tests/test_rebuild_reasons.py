@@ -68,16 +68,17 @@ def test_build_and_plan_say_why_and_gc_collects_what_rebuilds_left(tmp_path: Pat
     assert forced.code == 0 and reasons.FORCED in forced.err, forced.err
     assert f"1 to build: 1 {reasons.FORCED}" in forced.err, forced.err  # said before it starts
 
-    # Another checkout on the same engine retagged the builder image: plan says so, without Docker.
+    # The builder image was remade with other package versions (another toolchain id): plan says so,
+    # without Docker.
     with sqlite3.connect(home / "state.db") as db:
-        db.execute("UPDATE images SET image_id = 'sha256:' || substr(image_id, 8, 10) || 'retagged'")
+        db.execute("UPDATE images SET toolchain_id = 'sha256:' || substr(toolchain_id, 8, 10) || 'remade'")
     plan = repogen("plan", "--json")
     (job,) = plan.json["jobs"]
     assert job["state"] == "changed" and job["reason"] == f"builder image {job['toolchain']} changed", job
     why = repogen("plan", "--why")
     assert f"builder image {job['toolchain']} changed" in why.out, why.out
 
-    # The source changes: build (which asks Docker for the real image ids again) says only that.
+    # The source changes: build (which asks Docker for the real toolchain ids again) says only that.
     (source / "hello_repogen.c").write_text((source / "hello_repogen.c").read_text()
                                             + '\nMODULE_INFO(repogen_test, "changed");\n')
     assert repogen("plan", "--json").json["jobs"][0]["reason"] == (

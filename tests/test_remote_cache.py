@@ -119,6 +119,54 @@ def test_second_home_builds_nothing_and_publishes_the_same_artifacts(
 
 @pytest.mark.docker
 @pytest.mark.timeout(900)
+def test_a_machine_with_its_own_builder_image_shares_the_cache(
+        tmp_path: Path, mirror: Any, builder_image: str, docker_client: Any, s3: CountingMotoServer,
+        bucket: str) -> None:
+    """Every machine debootstraps and builds its own builder images, and no two get the same image id.
+    Build keys hold the toolchain id (the template and every installed package's version) instead, so
+    a machine whose gcc12 image has another id but the same packages builds nothing."""
+    from repogen import images
+
+    cache = f"s3://{bucket}/team/cache"
+    config = write_config(tmp_path, [driver_yaml(NAME, VERSION, HELLO_KBUILD, "kbuild")], mirror.kernels[:1],
+                          extra=f"cache: {cache}\n")
+    first = Repogen(tmp_path / "first", config)
+    built = _run(first, s3, "build", "-j", "2", "--json")
+    assert built.code == 0, built.err
+    assert built.json["built"] == 2
+
+    chain = images.toolchains()["gcc12"]
+    tag = images.content_tag(chain, images.base_ids(docker_client)[chain.suite])
+    assert images.image_id(docker_client, tag) == builder_image
+    # "Another machine's" image: same packages, another id (a commit of the image with one more label).
+    box = docker_client.containers.create(builder_image, ["true"])
+    try:
+        other = str(box.commit(changes=["LABEL org.repogen.test=another-machine"]).id)
+    finally:
+        box.remove(force=True)
+    assert other != builder_image
+    try:
+        docker_client.images.get(other).tag(tag)  # now `repogen/builder:gcc12-...` is the other image
+        second = Repogen(tmp_path / "second", config)
+        plan = _run(second, s3, "plan", "--json", "--check-images")
+        assert plan.code == 0, plan.err
+        assert plan.json["counts"] == {"cached": 2}
+        again = _run(second, s3, "build", "--json")
+        assert again.code == 0, again.err
+        assert again.json["built"] == 0 and again.json["cached"] == 2
+        assert again.json["counters"]["containers"] == 0
+        listed = _run(second, s3, "images", "list", "--json").json
+        gcc12 = next(row for row in listed if row["toolchain"] == "gcc12")
+        assert gcc12["id"] == other
+        ours = images.toolchain_ids(docker_client, {"gcc12": builder_image})["gcc12"]
+        assert gcc12["toolchain_id"] == ours
+    finally:
+        docker_client.images.get(builder_image).tag(tag)
+        docker_client.images.remove(other, force=True)
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(900)
 def test_corrupt_cache_entries_are_never_served_and_are_rebuilt(
         tmp_path: Path, mirror: Any, builder_image: str, s3: CountingMotoServer, bucket: str) -> None:
     cache = f"s3://{bucket}/c"
@@ -194,8 +242,9 @@ def _seed(home: Path, config: Path, s3: CountingMotoServer, cache: str, logs: in
 
     cfg = config_mod.parse(config)
     state = Home(home)
-    state.store.record_images({images.choose(k).name: "sha256:" + "ab" * 32 for k in cfg.kernels})
-    planned = plan(state, expand(cfg), state.store.image_ids())
+    ids = {images.choose(k).name: "sha256:" + "ab" * 32 for k in cfg.kernels}
+    state.store.record_images(ids, ids)  # image ids and toolchain ids alike
+    planned = plan(state, expand(cfg), state.store.toolchain_ids())
     cache_obj = remote_cache.RemoteCache(s3_mod.parse_url(cache), s3.client())
     for i, p in enumerate(planned):
         assert p.key
@@ -244,7 +293,7 @@ def test_plan_answers_from_the_cache_in_a_few_requests(
     from repogen.plan import plan
 
     state = Home(home)
-    new = [p for p in plan(state, expand(config_mod.parse(extra)), state.store.image_ids())
+    new = [p for p in plan(state, expand(config_mod.parse(extra)), state.store.toolchain_ids())
            if p.job.kernel.kernelrelease == "6.1.500-1-amd64"]
     artifact = tmp_path / "artifact.ko"
     artifact.write_bytes(b"\x7fELF pretend")

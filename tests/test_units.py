@@ -137,6 +137,21 @@ def test_plan_states_follow_the_database(tmp_path: Path) -> None:
     assert [p.state for p in plan(home, jobs, {})[:2]] == ["unknown", "failed"]
 
 
+def test_toolchain_id_is_the_template_and_the_package_versions() -> None:
+    from repogen import images
+
+    chain = images.toolchains()["gcc12"]
+    packages = "gcc-12 12.2.0-14+deb12u1\nlibc6:amd64 2.36-9+deb12u10\nmake 4.3-4.1\n"
+    same = images.toolchain_id(chain, packages)
+    # The order dpkg lists them in and blank lines do not matter; a version, a package or the template does.
+    assert same == images.toolchain_id(chain, "\n".join(reversed(packages.splitlines())) + "\n\n")
+    assert same != images.toolchain_id(chain, packages.replace("12.2.0-14+deb12u1", "12.2.0-14+deb12u2"))
+    assert same != images.toolchain_id(chain, packages + "ccache 4.8+really4.7.5-1\n")
+    assert same != images.toolchain_id(images.toolchains()["gcc14"], packages)
+    # No machine's image id goes in: the base is named by its tag.
+    assert "repogen/base:bookworm" in images.dockerfile(chain, chain.base_tag)
+
+
 def test_job_key_covers_every_input() -> None:
     job = expand(_config(1, 1))[0]
     base = job_key(job, "s" * 64, [SHA], "img")
