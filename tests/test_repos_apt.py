@@ -16,7 +16,7 @@ from debian import deb822
 
 from repogen.errors import PublishError
 from repogen.repos import RepoOptions, publish_repositories
-from repogen.repos.apt import XZ_PRESET
+from repogen.repos.compress import XZ_PRESET
 from repogen.signing import Signer
 from tests.gpgkeys import make_test_key, stop_agent
 from tests.pkgfactory import make_deb, truncated_copy

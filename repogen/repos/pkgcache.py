@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import multiprocessing
-import operator
 import os
 import sqlite3
-from collections.abc import Callable, Container, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
+
+from repogen.repos.compress import Piece
 
 # Bump when what is cached changes shape or meaning (layout, stanza fields): old rows are dropped.
 SCHEMA_VERSION = 4
@@ -26,10 +28,14 @@ SCHEMA_VERSION = 4
 _CHUNK = 1 << 20
 _PARALLEL_FROM = 64  # below this, a process pool costs more than it saves
 _BATCH = 2500  # records per background cache write while the workers read
+#: A compressed piece of an index no publish used for this long is dropped (it is recompressed if
+#: ever needed again: a few milliseconds).
+PIECES_KEPT_SECONDS = 14 * 86400
 
 
-@dataclass(frozen=True)
-class DebRecord:
+# Records are named tuples: 10,000 of them are made from cache rows at each publish, and a tuple is
+# made (and pickled from a worker) several times faster than a frozen dataclass.
+class DebRecord(NamedTuple):
     """One .deb as the APT index needs it; ``stanza`` is its whole Packages paragraph."""
 
     sha256: str
@@ -41,8 +47,7 @@ class DebRecord:
     stanza: str
 
 
-@dataclass(frozen=True)
-class RpmRecord:
+class RpmRecord(NamedTuple):
     """One .rpm as repodata needs it: NEVRA for retention, createrepo_c's XML chunks for the index."""
 
     sha256: str
@@ -119,6 +124,13 @@ class PackageCache:
             CREATE TABLE IF NOT EXISTS rpm (
                 sha256 TEXT PRIMARY KEY, name TEXT, epoch TEXT, version TEXT, release TEXT, arch TEXT,
                 size INTEGER, pool_path TEXT, primary_xml TEXT, filelists_xml TEXT, other_xml TEXT);
+            -- Compressed pieces of index files (repos.compress), by the sha256 of their text; "used"
+            -- is when a publish last used the piece (unix seconds): unused ones are dropped after a while.
+            CREATE TABLE IF NOT EXISTS pieces (
+                key BLOB PRIMARY KEY, size INTEGER, deflate BLOB, xz_block BLOB, xz_unpadded INTEGER,
+                used INTEGER);
+            -- An index file's size and hashes (JSON), by the sha256 of what it is made of.
+            CREATE TABLE IF NOT EXISTS index_files (key BLOB PRIMARY KEY, info TEXT, used INTEGER);
             """
         )
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -142,8 +154,9 @@ class PackageCache:
     def known_digests(self, stats: Sequence[os.stat_result]) -> list[str | None]:
         """sha256 for each stat whose file was hashed before, unchanged since; None otherwise."""
         self._wait()
-        keys = {_file_key(st) for st in stats}
-        found: dict[tuple[int, int, int, int], str] = {}
+        if not stats:
+            return []
+        keys = [(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) for st in stats]
         sizes = sorted({key[2] for key in keys})
         # Select by size (an indexed prefix would need dev,ino first): read the rows, match in Python.
         # Each select scans the whole table: more sizes than one select takes, one scan of it all.
@@ -152,11 +165,8 @@ class PackageCache:
             query += f" WHERE size IN ({','.join('?' * len(sizes))})"
         else:
             sizes = []
-        for dev, ino, size, mtime_ns, sha in self._db.execute(query, sizes) if keys else ():
-            key = (dev, ino, size, mtime_ns)
-            if key in keys:
-                found[key] = sha
-        return [found.get(_file_key(st)) for st in stats]
+        found = {row[:4]: row[4] for row in self._db.execute(query, sizes)}
+        return [found.get(key) for key in keys]
 
     def remember_digests(self, entries: Iterable[tuple[os.stat_result, str]]) -> None:
         """Store file identities, in the background like ``put`` (the next call on the cache waits)."""
@@ -176,13 +186,22 @@ class PackageCache:
     def get(self, kind: type[Record], digests: Iterable[str]) -> dict[str, Record]:
         self._wait()
         table = _table(kind)
-        wanted = sorted(set(digests))
+        wanted = set(digests)
+        make = kind._make
+        if len(wanted) > 900:
+            # Most of a repository's packages (a republish): one scan of the table costs a third of
+            # looking each up, unless the table holds many more (old packages, other sites).
+            (rows,) = self._db.execute(f"SELECT max(rowid) FROM {table}").fetchone()
+            if (rows or 0) < 3 * len(wanted):
+                found = {row[0]: row for row in self._db.execute(f"SELECT * FROM {table}")}
+                return {sha: make(found[sha]) for sha in wanted if sha in found}
+        ordered = sorted(wanted)
         out: dict[str, Record] = {}
-        for start in range(0, len(wanted), 900):
-            chunk = wanted[start:start + 900]
+        for start in range(0, len(ordered), 900):
+            chunk = ordered[start:start + 900]
             marks = ",".join("?" * len(chunk))
             for row in self._db.execute(f"SELECT * FROM {table} WHERE sha256 IN ({marks})", chunk):
-                out[row[0]] = kind(*row)
+                out[row[0]] = make(row)
         return out
 
     def put(self, records: Iterable[DebRecord | RpmRecord]) -> None:
@@ -190,7 +209,7 @@ class PackageCache:
         by_kind: dict[type[Any], list[tuple[Any, ...]]] = {}
         for record in records:
             kind = type(record)
-            by_kind.setdefault(kind, []).append(_row(kind)(record))  # type: ignore[arg-type]  # classes are hashable; mypy misreads lru_cache
+            by_kind.setdefault(kind, []).append(tuple(record))
         if by_kind:
             # Queued behind a pending write (one writer thread: they run in order), never waiting.
             self._pending = self._writer.submit(self._insert, by_kind, self._pending)
@@ -200,9 +219,60 @@ class PackageCache:
             previous.result()  # already done (one writer thread, in order): re-raise its error, if any
         for kind, rows in by_kind.items():
             rows.sort()  # in key order: appends to the b-tree instead of splitting pages all over
-            marks = ",".join("?" * len(fields(kind)))
+            marks = ",".join("?" * len(kind._fields))
             self._db.executemany(f"INSERT OR REPLACE INTO {_table(kind)} VALUES ({marks})", rows)
         self._db.commit()
+
+    # -- compressed pieces of index files ------------------------------------------------------
+
+    def pieces(self, keys: Iterable[bytes]) -> dict[bytes, Piece]:
+        """The cached pieces among ``keys`` (sha256 digests of their text)."""
+        self._wait()
+        wanted = sorted(set(keys))
+        out: dict[bytes, Piece] = {}
+        for start in range(0, len(wanted), 900):
+            chunk = wanted[start:start + 900]
+            query = ("SELECT key, size, deflate, xz_block, xz_unpadded FROM pieces "
+                     f"WHERE key IN ({','.join('?' * len(chunk))})")
+            for row in self._db.execute(query, chunk):
+                out[row[0]] = Piece(*row)
+        return out
+
+    def index_files(self, keys: Iterable[bytes]) -> dict[bytes, dict[str, str | int]]:
+        """The remembered size and hashes of index files, by the key of their content."""
+        self._wait()
+        wanted = sorted(set(keys))
+        query = f"SELECT key, info FROM index_files WHERE key IN ({','.join('?' * len(wanted))})"
+        return {key: json.loads(info) for key, info in self._db.execute(query, wanted)} if wanted else {}
+
+    def keep_pieces(self, new: Sequence[Piece], used: Iterable[bytes], files: Mapping[bytes, Mapping[str, str | int]],
+                    now: int, max_unused_seconds: int = PIECES_KEPT_SECONDS) -> None:
+        """Store new pieces and index files' hashes (``files``), mark the ``used`` pieces used at
+        ``now``, and drop what no publish used for ``max_unused_seconds``; in the background like ``put``."""
+        rows = [(key, json.dumps(info), now) for key, info in files.items()]
+        self._pending = self._writer.submit(self._keep_pieces, list(new), sorted(set(used)), rows, now,
+                                            max_unused_seconds, self._pending)
+
+    def _keep_pieces(self, new: list[Piece], used: list[bytes], files: list[tuple[bytes, str, int]], now: int,
+                     max_unused_seconds: int, previous: Future[None] | None) -> None:
+        if previous is not None:
+            previous.result()
+        self._db.executemany("INSERT OR REPLACE INTO pieces VALUES (?, ?, ?, ?, ?, ?)",
+                             [(p.key, p.size, p.deflate, p.xz_block, p.xz_unpadded, now) for p in new])
+        self._db.executemany("INSERT OR REPLACE INTO index_files VALUES (?, ?, ?)", files)
+        for start in range(0, len(used), 900):
+            chunk = used[start:start + 900]
+            self._db.execute(f"UPDATE pieces SET used = ? WHERE used < ? AND key IN ({','.join('?' * len(chunk))})",
+                             [now, now - 3600, *chunk])  # (at most once an hour: fewer page writes)
+        for table in ("pieces", "index_files"):
+            self._db.execute(f"DELETE FROM {table} WHERE used < ?", (now - max_unused_seconds,))
+        self._db.commit()
+
+    def has_record(self, kind: type[Any], digest: str) -> bool:
+        """Whether the cache has a record of this sha256."""
+        self._wait()
+        query = f"SELECT 1 FROM {_table(kind)} WHERE sha256 = ?"
+        return self._db.execute(query, (digest,)).fetchone() is not None
 
     def digests(self, kind: type[Record]) -> frozenset[str]:
         """Every sha256 the cache has a record of (to skip parsing a known package under a new name)."""
@@ -216,12 +286,6 @@ class PackageCache:
 
 def _table(kind: type[Any]) -> str:
     return {DebRecord: "deb", RpmRecord: "rpm"}[kind]
-
-
-@functools.cache
-def _row(kind: type[Any]) -> Callable[[Any], tuple[Any, ...]]:
-    """A record's column values, in table order (dataclasses.astuple deep-copies: 10x slower)."""
-    return operator.attrgetter(*(f.name for f in fields(kind)))
 
 
 def identify(
@@ -255,24 +319,27 @@ def identify(
     records: list[Record | None] = [None] * len(paths)
     from_cache: set[str] = set()
 
-    found: dict[str, Record] = {}
+    found: dict[str | None, Record] = {}  # valid cached records by digest
 
-    def lookup(indexes: list[int]) -> None:
-        # Each record is fetched once, however many paths hold it (inputs copied in the pool, say).
-        wanted = [digest for i in indexes if (digest := digests[i]) is not None and digest not in found]
+    def lookup(indexes: Iterable[int]) -> None:
+        # Each record is fetched (and checked) once, however many paths hold it (inputs copied in
+        # the pool, an input already published).
+        wanted = {digest for i in indexes if (digest := digests[i]) is not None}
+        wanted.difference_update(found)
         if wanted:  # (a get waits for the cache's background writes)
-            found.update(cache.get(kind, wanted))
+            found.update((sha, record) for sha, record in cache.get(kind, wanted).items() if valid(record))
+        get = found.get
         for i in indexes:
-            record = found.get(digests[i] or "")
-            if record is not None and valid(record):
-                records[i] = record
-                from_cache.add(record.sha256)
+            records[i] = get(digests[i])
+        from_cache.update(sha for sha in found if sha is not None)
 
-    lookup(list(range(len(paths))))
+    lookup(range(len(paths)))
     unhashed = [i for i, digest in enumerate(digests) if digest is None]
     # Unknown files: hash, and parse only those whose digest the cache does not know (a known package
     # under a new name or inode is not parsed again).
-    known = cache.digests(kind) if unhashed else frozenset()
+    known: Container[str] = frozenset()
+    if unhashed:  # every digest for the worker processes; a few files ask the cache one by one
+        known = cache.digests(kind) if _parallel(len(unhashed)) else _KnownDigests(cache, kind)
     # New records go to the cache's writer thread as the workers return them (its disk writes overlap
     # the reading); a package met twice under two names is written twice, harmlessly (same row).
     results = _scan(kind, [paths[i] for i in unhashed], [None] * len(unhashed), reader, known,
@@ -308,6 +375,22 @@ def identify(
     return [record for record in records if record is not None]
 
 
+def _parallel(count: int) -> bool:
+    """Whether reading ``count`` packages is worth worker processes."""
+    return count >= _PARALLEL_FROM and (os.cpu_count() or 1) >= 2
+
+
+class _KnownDigests(Container[str]):
+    """Whether the cache has a record of a sha256, asked for each (in this process only)."""
+
+    def __init__(self, cache: PackageCache, kind: type[Any]) -> None:
+        self._cache = cache
+        self._kind = kind
+
+    def __contains__(self, digest: object) -> bool:
+        return isinstance(digest, str) and self._cache.has_record(self._kind, digest)
+
+
 _known: Container[str] = frozenset()
 
 
@@ -318,9 +401,9 @@ def _set_known(known: Container[str]) -> None:
 
 def _scan_one(reader: Callable[[str, str | None, Container[str]], Record | str], path: str,
               sha256: str | None) -> tuple[Any, ...] | str:
-    """In a worker: the record as a plain tuple (a dataclass pickles and unpickles 3x slower)."""
+    """In a worker: the record as a plain tuple (pickled without its class)."""
     result = reader(path, sha256, _known)
-    return result if isinstance(result, str) else _row(type(result))(result)  # type: ignore[arg-type]  # classes are hashable; mypy misreads lru_cache
+    return result if isinstance(result, str) else tuple(result)
 
 
 def _scan(kind: type[Record], paths: list[str], digests: list[str | None],
@@ -329,7 +412,7 @@ def _scan(kind: type[Record], paths: list[str], digests: list[str | None],
           ) -> list[Record | str]:
     """``reader`` over the paths, in worker processes when there are many; ``on_records`` gets the
     records (not the bare digests) in batches as they come, while the workers go on."""
-    if len(paths) < _PARALLEL_FROM or (os.cpu_count() or 1) < 2:
+    if not _parallel(len(paths)):
         found = [reader(path, digest, known) for path, digest in zip(paths, digests, strict=True)]
         if on_records is not None:
             on_records([result for result in found if not isinstance(result, str)])
@@ -349,7 +432,7 @@ def _scan(kind: type[Record], paths: list[str], digests: list[str | None],
             if isinstance(result, str):
                 out.append(result)
                 continue
-            record = kind(*result)
+            record = kind._make(result)
             out.append(record)
             batch.append(record)
             if on_records is not None and len(batch) >= _BATCH:
