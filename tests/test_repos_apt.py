@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import hashlib
 import lzma
 import os
 import shutil
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,7 +18,7 @@ import pytest
 from debian import deb822
 
 from repogen.errors import PublishError
-from repogen.repos import RepoOptions, publish_repositories
+from repogen.repos import RepoOptions, compress, publish_repositories
 from repogen.repos.compress import XZ_PRESET
 from repogen.signing import Signer
 from tests.gpgkeys import make_test_key, stop_agent
@@ -85,8 +88,30 @@ class Apt:
         command = ["apt-get", "-q"]
         for key, value in options.items():
             command += ["-o", f"{key}={value}"]
+        # The host's apt.conf.d is read before any -o (its dpkg hooks would run on an install):
+        # APT_CONFIG points apt at an empty parts directory first.
+        config = self.root / "etc" / "apt.conf"
+        config.write_text(f'Dir::Etc::Parts "{self.root / "etc" / "apt.conf.d"}";\n')
         return subprocess.run([*command, *args], capture_output=True, text=True, timeout=120,
-                              cwd=self.root / "download")
+                              cwd=self.root / "download", env={**os.environ, "APT_CONFIG": str(config)})
+
+    def install(self, *packages: str) -> subprocess.CompletedProcess[str]:
+        """A real ``apt-get install``: dependencies resolved, packages unpacked and configured by
+        dpkg into ``root/target`` (its own dpkg database), never into this machine."""
+        target = self.root / "target"
+        for directory in ("var/lib/dpkg/info", "var/lib/dpkg/updates", "var/lib/dpkg/triggers"):
+            (target / directory).mkdir(parents=True, exist_ok=True)
+        (target / "var/lib/dpkg/status").touch()
+        return self("-o", f"Dir::State::status={target}/var/lib/dpkg/status", "-o", f"DPkg::Options::=--root={target}",
+                    "-o", "DPkg::Options::=--force-script-chrootless", "-o", "DPkg::Options::=--log=/dev/null",
+                    "-o", "Dpkg::Use-Pty=0", "-o", "Dir::Log::Terminal=/dev/null", "install", "-y",
+                    "--no-install-recommends", *packages)
+
+    def installed(self) -> dict[str, str]:
+        """Package -> version of what :meth:`install` installed."""
+        status = (self.root / "target/var/lib/dpkg/status").read_text()
+        return {p["Package"]: p["Version"] for p in deb822.Deb822.iter_paragraphs(status)
+                if p.get("Status") == "install ok installed"}
 
 
 def test_apt_get_downloads_from_signed_repository(served: tuple[Path, str], debs: dict[str, Path],
@@ -428,3 +453,68 @@ def test_ar_layout_agrees_with_arfile(debs: dict[str, Path]) -> None:
         assert _ar_layout(broken) is None  # read_deb leaves these to arfile, which refuses them
         with pytest.raises((OSError, ValueError, arfile.ArError)):
             arfile.ArFile(fileobj=io.BytesIO(broken))
+
+
+def _pieces_in_cache(cache: Path) -> set[bytes]:
+    with contextlib.closing(sqlite3.connect(cache / "packages.sqlite3")) as db:
+        return {key for (key,) in db.execute("SELECT key FROM pieces")}
+
+
+def test_piecewise_indexes_after_adds_and_a_removal_work_with_apt(
+        served: tuple[Path, str], signer: Signer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Packages.gz/.xz put together from cached pieces, after add-one publishes and a removal: the
+    real gzip and xz decompress them to exactly Packages, and the real apt-get updates from the
+    signed, by-hash repository and installs (with a dependency) into its own root."""
+    # Nearly every stanza ends a piece: a handful of packages make many pieces (10,000 are needed
+    # at the real rate of 1 in 128).
+    monkeypatch.setattr(compress, "PIECE_ENDS", tuple("0123456789abcde"))
+    site, base_url = served
+    inputs = tmp_path / "in"
+    debs = [make_deb(inputs, f"tool{i}", "1.0", "amd64", depends="common") for i in range(6)]
+    debs += [make_deb(inputs, "common", "1.0", "all"), make_deb(inputs, "armtool", "1.0", "arm64")]
+    cache = tmp_path / "cache"
+    trees = [tmp_path / "g1"]
+    publish(trees[0], None, debs, signer, cache, base_url=base_url)
+    added = [make_deb(inputs, f"new{i}", "1.0", "amd64", depends="common") for i in range(3)]
+    for deb in added:  # add-one publishes: only the piece the new stanza lands in is compressed
+        before = _pieces_in_cache(cache)
+        trees.append(tmp_path / f"g{len(trees) + 1}")
+        report = publish(trees[-1], trees[-2], [deb], signer, cache, base_url=base_url)
+        assert report.deb is not None and report.deb.added == [f"pool/main/n/{deb.name.split('_')[0]}/{deb.name}"]
+        # amd64 only: the piece it joins, or the two it splits (arm64's are all cached).
+        assert 1 <= len(_pieces_in_cache(cache) - before) <= 2
+    trees.append(tmp_path / f"g{len(trees) + 1}")
+    removal = publish(trees[-1], trees[-2], [], signer, cache, base_url=base_url, remove=[("tool2", None)])
+    assert removal.deb is not None and removal.deb.dropped == ["pool/main/t/tool2/tool2_1.0_amd64.deb"]
+
+    for tree in trees:
+        dist = tree / "deb/dists/stable"
+        release = deb822.Release((dist / "Release").read_text())
+        listed = {entry["name"]: entry for entry in release["SHA256"]}
+        for arch in ("amd64", "arm64"):
+            binary = dist / f"main/binary-{arch}"
+            plain = (binary / "Packages").read_bytes()
+            for tool, suffix in (("gzip", ".gz"), ("xz", ".xz")):
+                unpacked = subprocess.run([tool, "-dc", binary / f"Packages{suffix}"], capture_output=True, check=True)
+                assert unpacked.stdout == plain
+            listing = subprocess.run(["xz", "--robot", "--list", binary / "Packages.xz"], capture_output=True,
+                                     text=True, check=True).stdout
+            totals = next(line.split("\t") for line in listing.splitlines() if line.startswith("totals"))
+            assert totals[1] == "1" and (arch == "arm64" or int(totals[2]) > 1), listing  # 1 stream, blocks
+            for suffix in ("", ".gz", ".xz"):
+                data = (binary / f"Packages{suffix}").read_bytes()
+                entry = listed[f"main/binary-{arch}/Packages{suffix}"]
+                assert (entry["sha256"], int(entry["size"])) == (hashlib.sha256(data).hexdigest(), len(data))
+                assert (binary / "by-hash/SHA256" / entry["sha256"]).read_bytes() == data
+
+    os.symlink(trees[-1], site)  # served: the last generation (tool2 removed)
+    apt = Apt(tmp_path / "apt", base_url, signed_by=trees[-1] / "deb" / "repogen-archive-keyring.gpg")
+    update = apt("update")
+    assert update.returncode == 0 and "W:" not in update.stdout + update.stderr, update.stdout + update.stderr
+    install = apt.install("tool3", "new2")
+    assert install.returncode == 0, install.stdout + install.stderr
+    assert apt.installed() == {"tool3": "1.0", "new2": "1.0", "common": "1.0"}
+    assert apt("download", "armtool:arm64").returncode == 0  # (the private dpkg is amd64 only)
+    assert list((tmp_path / "apt/target/usr/share/repogen-test").rglob("README"))
+    gone = apt.install("tool2")
+    assert gone.returncode != 0 and "tool2" in gone.stdout + gone.stderr

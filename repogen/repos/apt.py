@@ -27,7 +27,7 @@ from debian.debfile import DebFile
 from debian.debian_support import version_compare
 
 from repogen.errors import PublishError
-from repogen.repos.compress import PIECE_ENDS, compress_piece, cut, gzip_file, xz_file
+from repogen.repos import compress
 from repogen.repos.pkgcache import DebRecord, PackageCache, ReadStats, identify
 from repogen.repos.pool import (
     PoolEntry,
@@ -405,14 +405,13 @@ def _write_packages(dist: Path, component: str, architectures: list[str], record
     texts: dict[str, list[bytes]] = {}
     for arch in architectures:
         chosen = [record for record in records if record.arch == arch or record.arch == "all"]
-        texts[arch] = cut([record.stanza for record in chosen],
-                          [record.sha256.startswith(PIECE_ENDS) for record in chosen])
+        texts[arch] = compress.cut([record.stanza for record in chosen], [record.sha256 for record in chosen])
     keys = {text: hashlib.sha256(text).digest() for pieces in texts.values() for text in pieces}
     known = cache.pieces(keys.values())
     missing = {key: text for text, key in keys.items() if key not in known}
     files: dict[str, dict[str, str | int]] = {}
     with ThreadPoolExecutor(max_workers=2) as pool:  # zlib, lzma and hashlib release the GIL
-        new = list(pool.map(compress_piece, missing, missing.values()))
+        new = list(pool.map(compress.compress_piece, missing, missing.values()))
         known.update((piece.key, piece) for piece in new)
         outputs: dict[str, bytes] = {}
         for arch, pieces in texts.items():
@@ -420,8 +419,8 @@ def _write_packages(dist: Path, component: str, architectures: list[str], record
             compressed = [known[keys[text]] for text in pieces]
             base = f"{component}/binary-{arch}/Packages"
             outputs[base] = plain
-            outputs[f"{base}.gz"] = gzip_file(compressed, plain)
-            outputs[f"{base}.xz"] = xz_file(compressed)
+            outputs[f"{base}.gz"] = compress.gzip_file(compressed, plain)
+            outputs[f"{base}.xz"] = compress.xz_file(compressed)
         # Every hash Release lists, remembered by sha256: an architecture the publish did not change
         # costs one sha256 per file, not four hashes.
         digests = dict(zip(outputs, pool.map(_sha256, outputs.values()), strict=True))
