@@ -1119,6 +1119,9 @@ def gc(ctx: Ctx, target: str | None, site: Path, dry_run: bool, keep_generations
         if site.exists() or site.is_symlink():
             report.removals = gc_mod.find_garbage(ctx.home, config, site, keep_generations=keep_generations)
     else:
+        from repogen import locks
+
+        locks.notify_waits(lambda message: err.print(styled(("note:", "yellow"), f" {message}")))
         report = gc_mod.collect(ctx.home, config, site if (site.exists() or site.is_symlink()) else None,
                                 dry_run=dry_run, keep_generations=keep_generations)
     kinds = report.by_kind()
@@ -1168,8 +1171,10 @@ def generations(ctx: Ctx, site: Path, as_json: bool) -> None:
 @pass_ctx
 def rollback(ctx: Ctx, generation: str | None, site: Path, as_json: bool) -> None:
     """Point SITE back at GENERATION (default: the one published before the live one), atomically."""
+    from repogen import locks
     from repogen.generations import rollback as do_rollback
 
+    locks.notify_waits(lambda message: err.print(styled(("note:", "yellow"), f" {message}")))
     target, previous = do_rollback(site, generation)
     if as_json:
         emit_json({"live": target.as_json(), "previous": previous.as_json() if previous else None})

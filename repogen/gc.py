@@ -178,7 +178,17 @@ def find_garbage(home: Home, config: Config, site: Path | None, *, keep_generati
 
 
 def collect(home: Home, config: Config, site: Path | None, *, dry_run: bool, keep_generations: int = 2) -> GcReport:
-    """Remove the garbage (or, with ``dry_run``, only say what it is)."""
+    """Remove the garbage (or, with ``dry_run``, only say what it is). With a site, its lock is held
+    throughout: no publish or rollback runs while its generations are judged and removed."""
+    if site is None or dry_run:
+        return _collect(home, config, site, dry_run=dry_run, keep_generations=keep_generations)
+    from repogen.publish import site_lock
+
+    with site_lock(site, "collecting garbage in"):
+        return _collect(home, config, site, dry_run=dry_run, keep_generations=keep_generations)
+
+
+def _collect(home: Home, config: Config, site: Path | None, *, dry_run: bool, keep_generations: int) -> GcReport:
     report = GcReport(find_garbage(home, config, site, keep_generations=keep_generations), dry_run=dry_run)
     if dry_run:
         return report

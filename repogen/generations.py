@@ -15,7 +15,7 @@ from pathlib import Path
 
 from repogen import locks
 from repogen.errors import PublishError, UsageError
-from repogen.publish import SHARED_POOL, generations_dir, live_tree, swap_live
+from repogen.publish import SHARED_POOL, generations_dir, live_tree, site_lock, swap_live
 from repogen.repos.pool import MANIFEST_FILE, read_manifest
 
 
@@ -79,8 +79,16 @@ def generations(site: Path) -> list[Generation]:
 
 def rollback(site: Path, name: str | None = None) -> tuple[Generation, Generation | None]:
     """Point ``site`` at generation ``name`` (a unique prefix will do), or at the one published before
-    the live one. Returns (the new live generation, the one it replaced)."""
+    the live one. Returns (the new live generation, the one it replaced). Holds the site's lock, so a
+    publish never prunes the target nor swaps the link under it."""
     site = site.absolute()
+    if not generations_dir(site).is_dir():
+        raise UsageError(f"{site} has no published generation", hint="run `repogen publish` first")
+    with site_lock(site, "rolling back"):
+        return _rollback(site, name)
+
+
+def _rollback(site: Path, name: str | None) -> tuple[Generation, Generation | None]:
     known = generations(site)
     if not known:
         raise UsageError(f"{site} has no published generation", hint="run `repogen publish` first")

@@ -27,6 +27,7 @@ import os
 import secrets
 import shutil
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,7 @@ def publish(
     from_cache = _from_remote_cache(home, config, remote) if remote is not None else 0
     now = now or dt.datetime.now(dt.UTC)
     generations = generations_dir(site)
-    with home_locks(home).hold(f"publish {site}", f"publishing {site}"):
+    with site_lock(site, "publishing"):
         _check_site(site, adopt)
         generations.mkdir(parents=True, exist_ok=True)
         _sweep(site, generations)
@@ -194,8 +195,12 @@ def _generation_dirs(generations: Path, *, staging: bool = False) -> list[Path]:
             and (staging or not p.name.endswith(".staging"))]
 
 
-def home_locks(home: Home) -> locks.KeyLocks:
-    return locks.KeyLocks(home.path / "locks")
+def site_lock(site: Path, what: str) -> AbstractContextManager[None]:
+    """The one lock of a published tree, whichever home or checkout works on it: publish, rollback and
+    gc of its generations take it (``.<site>.lock`` beside it, removed when released), so none of them
+    swaps, prunes or sweeps under another."""
+    site = site.absolute()
+    return locks.KeyLocks(site.parent).hold(f".{site.name}", f"{what} {site}")
 
 
 def _check_site(site: Path, adopt: bool) -> None:

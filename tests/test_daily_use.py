@@ -241,6 +241,45 @@ def test_generations_and_rollback_swap_the_live_tree_atomically(tmp_path: Path) 
                     "has no published generation")
 
 
+def test_publish_rollback_and_gc_of_one_site_wait_for_each_other_from_any_home(tmp_path: Path) -> None:
+    """The lock belongs to the published tree, not to a home: a rollback or a publish from another
+    checkout waits while a publish holds it, and then does its work."""
+    import time
+
+    from repogen.publish import site_lock
+
+    config, dist = packages_matrix(tmp_path)
+    make_deb(dist, "falco", "0.40.0")
+    assert run("-c", str(config), "publish", cwd=tmp_path).code == 0
+    make_deb(dist, "falco", "0.41.0")
+    assert run("-c", str(config), "publish", cwd=tmp_path).code == 0
+    first, second = run("-c", str(config), "generations", "--json", cwd=tmp_path).json
+    site = tmp_path / "site"
+    other = tmp_path / "elsewhere"  # another checkout: another home, the same published tree
+    other.mkdir()
+    (other / "kernels.yaml").write_text(config.read_text().replace("dist/", f"{dist}/"))
+    base = {k: v for k, v in os.environ.items() if k != "REPOGEN_HOME"}
+    commands = {
+        "rollback": ["rollback", "--site", str(site), "--json"],
+        "publish": ["publish", "--site", str(site), "--json"],
+        "gc": ["gc", "--site", str(site), "--json"],
+    }
+    for name, args in commands.items():
+        with site_lock(site, "testing"):
+            proc = subprocess.Popen([sys.executable, "-m", "repogen", "-c", str(other / "kernels.yaml"), *args],
+                                    cwd=other, env=base, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            time.sleep(3)
+            assert proc.poll() is None, (name, proc.communicate())  # waiting, not failing or done
+            assert site.resolve() == Path(second["path"]) if name == "rollback" else True
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, (name, err)
+        assert "waiting for pid" in err and str(os.getpid()) in err, (name, err)
+        if name == "rollback":
+            assert json.loads(out)["live"]["name"] == first["name"]
+            assert site.resolve() == Path(first["path"])
+    assert not list(tmp_path.glob("*.lock")) and not list(tmp_path.glob(".*.lock"))  # no file left behind
+
+
 def test_packages_remove_publishes_a_generation_without_them(tmp_path: Path) -> None:
     from pkgfactory import make_rpm
 
