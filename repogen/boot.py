@@ -383,13 +383,17 @@ class Machine:
     default_busybox: str | None  # the host's own, where the host is this architecture
 
 
+#: Where the aarch64 VM's static busybox is looked for when REPOGEN_BUSYBOX_AARCH64 is not set
+#: (``scripts/arm64_busybox.py``, run by ``scripts/setup.sh``, puts Debian's arm64 busybox-static there).
+AARCH64_BUSYBOX = "/usr/local/lib/repogen/busybox-aarch64"
+
 MACHINES = {
     "x86_64": Machine("qemu-system-x86_64", ("-accel", "tcg", "-m", "512", "-smp", "1"), "ttyS0",
                       "qemu-system-x86", "EM_X86_64", "REPOGEN_BUSYBOX", "/bin/busybox"),
     # cortex-a57 (ARMv8.0, what Debian's arm64 kernels need): -cpu max is 5x slower under TCG.
     "aarch64": Machine("qemu-system-aarch64", ("-M", "virt", "-cpu", "cortex-a57", "-accel", "tcg", "-m", "512",
                                                "-smp", "1"), "ttyAMA0", "qemu-system-arm", "EM_AARCH64",
-                       "REPOGEN_BUSYBOX_AARCH64", None),
+                       "REPOGEN_BUSYBOX_AARCH64", AARCH64_BUSYBOX),
 }
 
 #: A bpftool whose libbpf reads legacy ``maps`` (< 1.0): with it, probes go through the verifier (x86_64).
@@ -400,14 +404,20 @@ def busybox_for(architecture: str) -> bytes | None:
     """The static busybox the VM runs (the only program from outside it), None when none is set.
 
     x86_64: the host's (Debian: busybox-static) or ``REPOGEN_BUSYBOX``; aarch64:
-    ``REPOGEN_BUSYBOX_AARCH64``, e.g. ``/bin/busybox`` of Debian's arm64 busybox-static.
+    ``REPOGEN_BUSYBOX_AARCH64``, else :data:`AARCH64_BUSYBOX` when it is there (Debian's arm64
+    busybox-static, installed by ``scripts/arm64_busybox.py``).
     """
     machine = MACHINES[architecture]
-    configured = os.environ.get(machine.busybox_env) or machine.default_busybox
+    configured = os.environ.get(machine.busybox_env)
+    if not configured:
+        configured = machine.default_busybox
+        if architecture != "x86_64" and configured and not Path(configured).exists():
+            return None  # not set up for this architecture: its modules report `not checked`
     if not configured:
         return None
     path = Path(configured)
-    hint = f"apt-get install busybox-static (or set {machine.busybox_env})"
+    hint = (f"apt-get install busybox-static (or set {machine.busybox_env})" if architecture == "x86_64" else
+            f"scripts/arm64_busybox.py installs Debian's (or set {machine.busybox_env})")
     try:
         data = path.read_bytes()
         with path.open("rb") as fh:
@@ -478,7 +488,8 @@ def boot(image: KernelImage, module: Path, *, name: str, architecture: str, time
         initrd = Path(work) / "initramfs.cpio"
         busybox = busybox or busybox_for(architecture)
         if busybox is None:
-            return BootResult(BootStatus.not_checked, reason=f"no {architecture} busybox: set {machine.busybox_env}")
+            return BootResult(BootStatus.not_checked, reason=f"no {architecture} busybox: set {machine.busybox_env} "
+                                                             f"(or run scripts/arm64_busybox.py)")
         initrd.write_bytes(initramfs(busybox, module.read_bytes(), name, bpftool=bpftool))
         console.unlink(missing_ok=True)
         command = [machine.qemu, *machine.args, "-nodefaults", "-no-user-config", "-display", "none",

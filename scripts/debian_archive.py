@@ -104,8 +104,13 @@ class AptArchive:
             stamp = self.root / ".updated"
             if not changed and stamp.is_file() and time.time() - stamp.stat().st_mtime < max_age:
                 return
-            subprocess.run(["apt-get", *self.options(), "-q", "update"], check=True, stdout=subprocess.DEVNULL,
-                           timeout=900)
+            # Its warnings (root-only lists dir: "performed unsandboxed as root") name the mirror's host:
+            # kept out of logs unless the update fails.
+            done = subprocess.run(["apt-get", *self.options(), "-q", "update"], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True, timeout=900)
+            if done.returncode:
+                raise SystemExit(f"apt-get update of {self.root} failed (exit {done.returncode}):\n"
+                                 + "\n".join(done.stderr.strip().splitlines()[-5:]))
             stamp.touch()
 
     def cache(self, *args: str) -> str:

@@ -36,6 +36,9 @@ log "installing repogen into .venv (pip install -e .[test])"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
 export PATH="$ROOT/.venv/bin:$PATH"
 
+log "a static arm64 busybox for the boot check of aarch64 modules (Debian's busybox-static:arm64; once)"
+.venv/bin/python scripts/arm64_busybox.py
+
 log "ensuring the Docker engine runs"
 "$ROOT/scripts/ensure-docker.sh"
 

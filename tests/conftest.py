@@ -98,14 +98,14 @@ def mirror(debian: Any, mirror_server: tuple[Path, str]) -> Mirror:
 
 @pytest.fixture(scope="session")
 def release_kernels(debian: Any, mirror_server: tuple[Path, str]) -> dict[str, dict[str, Any]]:
-    """The newest real kernel of Debian 11, 12 and 13 on x86_64 (with its image, for the boot check), and
-    of Debian 12 on aarch64 (cross-built), as kernels.yaml entries (plus ``uname_r`` and ``suite``)."""
+    """The newest real kernel of Debian 11, 12 and 13 on x86_64 and of Debian 12 on aarch64 (cross-built),
+    each with its image for the boot check, as kernels.yaml entries (plus ``uname_r`` and ``suite``)."""
     import debian_headers
 
     directory, base_url = mirror_server
     picked = {f"{suite}-amd64": debian.find(suite, "amd64", image=True)[0]
               for suite in ("bullseye", "bookworm", "trixie")}
-    picked["bookworm-arm64"] = debian.find("bookworm", "arm64")[0]
+    picked["bookworm-arm64"] = debian.find("bookworm", "arm64", image=True)[0]
     entries = debian_headers.fetch(debian.apt, list(picked.values()), directory, base_url)
     return dict(zip(picked, entries, strict=True))
 

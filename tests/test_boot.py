@@ -57,6 +57,26 @@ def test_verdict_kernel_crash_on_insmod_is_refused_and_no_init_is_qemu_failed() 
     assert no_init.status is BootStatus.qemu_failed and "Kernel panic" in (no_init.reason or "")
 
 
+def test_aarch64_busybox_is_found_where_setup_puts_it_or_reported_missing(tmp_path: Path, monkeypatch: Any) -> None:
+    import dataclasses
+
+    from repogen import boot
+    from repogen.errors import RepogenError
+
+    monkeypatch.delenv("REPOGEN_BUSYBOX_AARCH64", raising=False)
+    default = tmp_path / "busybox-aarch64"
+    monkeypatch.setitem(boot.MACHINES, "aarch64",
+                        dataclasses.replace(boot.MACHINES["aarch64"], default_busybox=str(default)))
+    assert boot.busybox_for("aarch64") is None  # not set up: aarch64 modules report `not checked`
+    default.write_bytes(Path("/bin/busybox").read_bytes())  # there, but the host's x86_64 one
+    with pytest.raises(RepogenError, match="EM_X86_64: the VM needs a static aarch64 busybox"):
+        boot.busybox_for("aarch64")
+    installed = Path(boot.AARCH64_BUSYBOX)  # scripts/setup.sh installs Debian's arm64 busybox-static there
+    if installed.is_file():
+        default.write_bytes(installed.read_bytes())
+        assert boot.busybox_for("aarch64") == installed.read_bytes()
+
+
 def test_initramfs_is_a_newc_archive_cpio_reads(tmp_path: Path) -> None:
     data = initramfs(b"\x7fELF-not-really-busybox", b"module bytes", "hello_repogen")
     listing = subprocess.run(["cpio", "-itv", "--quiet"], input=data, capture_output=True, check=True).stdout.decode()
