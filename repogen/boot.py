@@ -38,11 +38,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-from elftools.elf.segments import NoteSegment
-
-from repogen import distro, recipes
+from repogen import distro, recipes  # (elftools is imported where it is used: `plan` reads summaries only)
 from repogen.distro import PackageFormat
 from repogen.errors import FetchError, RepogenError
 from repogen.fetch import Download
@@ -145,6 +141,10 @@ def _decompress(payload: bytes) -> bytes | None:
 
 
 def _has_pvh_entry(path: Path) -> bool:
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.segments import NoteSegment
+
     try:
         with path.open("rb") as fh:
             elf = ELFFile(fh)
@@ -418,6 +418,9 @@ def busybox_for(architecture: str) -> bytes | None:
     path = Path(configured)
     hint = (f"apt-get install busybox-static (or set {machine.busybox_env})" if architecture == "x86_64" else
             f"scripts/arm64_busybox.py installs Debian's (or set {machine.busybox_env})")
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
     try:
         data = path.read_bytes()
         with path.open("rb") as fh:
@@ -617,6 +620,9 @@ def check_probe(path: Path, *, kernel_release: str | None, version_code: int | N
     kernel refuses GPL-only helpers otherwise), the ``maps`` section and at least one tracepoint or
     raw-tracepoint program section must be there.
     """
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
     started = time.monotonic()
     problems: list[str] = []
     try:
@@ -816,6 +822,8 @@ class BootChecker:
         return check_probe(target.artifact, kernel_release=target.kernel_release, version_code=code)
 
     def _check_safely(self, target: BootTarget) -> BootResult:
+        from elftools.common.exceptions import ELFError
+
         try:
             return self.check(target)
         except (RepogenError, OSError, ELFError) as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import gc as cyclic_gc  # (`gc` is a command here)
 import glob
 import json
 import os
@@ -30,8 +31,17 @@ out = Console(highlight=False, markup=False, soft_wrap=True, width=None if sys.s
 
 
 def emit_json(data: Any) -> None:
-    """Machine output: plain JSON on stdout (rich's highlighter is far too slow for 40,000 rows)."""
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    """Machine output: JSON on stdout, indented by two (rich's highlighter is far too slow for 40,000 rows,
+    and the json module's indenting encoder takes a second: orjson writes the same in a tenth of that)."""
+    import orjson
+
+    try:
+        text = orjson.dumps(data, option=orjson.OPT_INDENT_2)
+    except TypeError:  # what orjson does not encode (an integer over 64 bits, a key that is not a string)
+        text = json.dumps(data, indent=2).encode()
+    sys.stdout.flush()
+    sys.stdout.buffer.write(text + b"\n")
+    sys.stdout.buffer.flush()
 
 
 def styled(*parts: str | tuple[str, str]) -> Text:
@@ -99,6 +109,24 @@ def read_only(fn: Any) -> Any:
     def wrapper(ctx: Ctx, *args: Any, **kwargs: Any) -> Any:
         ctx.readonly = True
         return fn(ctx, *args, **kwargs)
+
+    return wrapper
+
+
+def gc_paused(fn: Any) -> Any:
+    """For a command that loads the whole matrix and plans it: the cyclic garbage collector's passes
+    over the million acyclic records of a 40,000-job plan cost a tenth of its run (reference counting
+    still frees them)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        was_enabled = cyclic_gc.isenabled()
+        cyclic_gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if was_enabled:
+                cyclic_gc.enable()
 
     return wrapper
 
@@ -265,6 +293,7 @@ def _remote_cache(config: Config, cache_url: str | None, *, check: bool = True) 
 @cache_option
 @pass_ctx
 @read_only
+@gc_paused
 def plan(ctx: Ctx, only: tuple[str, ...], shard: str | None, changed_since: str | None, as_json: bool,
          show_all: bool, why: bool, check_images: bool, cache_url: str | None) -> None:
     """What would be built and why, what is already built, what failed last time (no Docker needed)."""
@@ -279,15 +308,16 @@ def plan(ctx: Ctx, only: tuple[str, ...], shard: str | None, changed_since: str 
     remote_keys = remote.built_keys({(j.driver.name, j.driver.version) for j in jobs}) if remote else set()
     planned = make_plan(ctx.home, jobs, ids or {}, remote_keys)
     counts = Counter(p.state for p in planned)
-    boots = _boot_summaries(ctx, jobs)
+    todo = [p for p in planned if show_all or p.state not in ("built", "cached")]  # cached: no compile
     if as_json:
+        boots = _boot_summaries(ctx, [p.job for p in todo])  # only the rows shown
         rows = [{**p.job.fields, "state": p.state, "toolchain": p.toolchain, "toolchain_id": p.toolchain_id,
                  "build_key": p.key, "reason": p.reason, "error": p.error, "boot": _boot_field(boots, p.job.job_id)}
-                for p in planned if show_all or p.state not in ("built", "cached")]
+                for p in todo]
         emit_json({"counts": dict(counts), "total": len(planned), "jobs": rows})
         return
-    todo = [p for p in planned if show_all or p.state not in ("built", "cached")]  # cached: no compile
     if todo:
+        boots = _boot_summaries(ctx, [p.job for p in todo[:200]])
         table = Table("state", "driver", "version", "kind", "kernel", "toolchain", "boot", "detail", box=None)
         for p in todo[:200]:
             detail = Text(_first_line(p.error), style="red") if p.state == "failed" and p.error else Text("")
@@ -544,6 +574,8 @@ def crawl(ctx: Ctx, targets: tuple[str, ...], mirror_overrides: tuple[str, ...],
 
 
 def _boot_summaries(ctx: Ctx, jobs: list[Any]) -> dict[str, Any]:
+    if not jobs:
+        return {}
     from repogen.boot import summaries
 
     return summaries(ctx.home, jobs)

@@ -8,6 +8,7 @@ resets and timeouts, ``Retry-After`` honoured up to a bound, a 4xx never retried
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import socket
@@ -16,25 +17,16 @@ import threading
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
-
-import urllib3
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    HTTPError,
-    IncompleteRead,
-    MaxRetryError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-    ResponseError,
-)
-from urllib3.response import BaseHTTPResponse
-from urllib3.util.retry import Retry
+from typing import TYPE_CHECKING, BinaryIO
 
 from repogen import locks
 from repogen.errors import FetchError
 from repogen.locks import KeyLocks
+
+if TYPE_CHECKING:  # urllib3 is imported on the first download: `plan` and `validate` never load it
+    import urllib3
+    from urllib3.response import BaseHTTPResponse
+    from urllib3.util.retry import Retry
 
 _CHUNK = 1 << 20
 
@@ -48,14 +40,21 @@ class Download:
     fetched: bool  # False when it came from the cache
 
 
-class _Retry(Retry):
+#: The most a server's ``Retry-After`` makes a download wait.
+MAX_RETRY_AFTER = 30.0
+
+
+@functools.cache
+def retry_class() -> type[Retry]:
     """urllib3's retry policy, with a server's ``Retry-After`` honoured only up to a bound."""
+    from urllib3.util.retry import Retry
 
-    MAX_RETRY_AFTER = 30.0
+    class BoundedRetry(Retry):
+        def get_retry_after(self, response: BaseHTTPResponse) -> float | None:
+            seconds = super().get_retry_after(response)
+            return None if seconds is None else min(seconds, MAX_RETRY_AFTER)
 
-    def get_retry_after(self, response: BaseHTTPResponse) -> float | None:
-        seconds = super().get_retry_after(response)
-        return None if seconds is None else min(seconds, self.MAX_RETRY_AFTER)
+    return BoundedRetry
 
 
 # Worth another try: the server or a proxy in trouble, or asking to wait. A 404 is an answer.
@@ -74,7 +73,7 @@ class DownloadCache:
         self.backoff = backoff
         self._locks = KeyLocks.beside(root)
         self._guard = threading.Lock()
-        self._pool = urllib3.PoolManager(headers={"User-Agent": "repogen"})
+        self._pool: urllib3.PoolManager | None = None
         self._swept = False
         self.downloads = 0  # counted by the benchmarks: each URL should be fetched once
 
@@ -138,20 +137,27 @@ class DownloadCache:
         return f"timed out after {self.timeout:g}s" if reason == "timed out" else reason
 
     def _retry(self) -> Retry:
-        return _Retry(total=None, connect=self.retries, read=self.retries, status=self.retries,
-                      other=self.retries, redirect=10, backoff_factor=self.backoff, backoff_max=60,
-                      status_forcelist=RETRY_STATUSES, allowed_methods=frozenset({"GET"}),
-                      raise_on_status=False, respect_retry_after_header=True)
+        return retry_class()(total=None, connect=self.retries, read=self.retries, status=self.retries,
+                             other=self.retries, redirect=10, backoff_factor=self.backoff, backoff_max=60,
+                             status_forcelist=RETRY_STATUSES, allowed_methods=frozenset({"GET"}),
+                             raise_on_status=False, respect_retry_after_header=True)
 
     def _download(self, url: str, out: BinaryIO) -> tuple[str, int]:
         """GET ``url`` into ``out``: 5xx, resets, timeouts and bodies cut short are retried with
         backoff (one :class:`Retry` budget for the request and the body); a 4xx is final."""
+        import urllib3
+        from urllib3.exceptions import HTTPError, MaxRetryError, ProtocolError
+
+        with self._guard:
+            if self._pool is None:
+                self._pool = urllib3.PoolManager(headers={"User-Agent": "repogen"})
+            pool = self._pool
         retry = self._retry()
         timeout = urllib3.Timeout(connect=self.timeout, read=self.timeout)
         while True:
             attempts = len(retry.history) + 1
             try:
-                response = self._pool.request("GET", url, preload_content=False, retries=retry, timeout=timeout)
+                response = pool.request("GET", url, preload_content=False, retries=retry, timeout=timeout)
             except MaxRetryError as exc:
                 raise FetchError(f"{url}: {self._reason(exc.reason)} (gave up after {self.retries + 1} attempts)",
                                  url=url) from None
@@ -197,6 +203,15 @@ def _copy(src: BinaryIO | BaseHTTPResponse, out: BinaryIO) -> tuple[str, int]:
 
 def _reason(error: BaseException | None) -> str:
     """What failed, in words: "timed out", "connection reset", "body cut short"..."""
+    from urllib3.exceptions import (
+        ConnectTimeoutError,
+        IncompleteRead,
+        NewConnectionError,
+        ProtocolError,
+        ReadTimeoutError,
+        ResponseError,
+    )
+
     if isinstance(error, NewConnectionError):  # a ConnectTimeoutError subclass in urllib3 2
         return "connection refused or unreachable"
     if isinstance(error, (ReadTimeoutError, ConnectTimeoutError, TimeoutError, socket.timeout)):

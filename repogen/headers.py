@@ -28,6 +28,7 @@ from repogen.distro import PackageFormat
 from repogen.errors import FetchError
 from repogen.fetch import Download
 from repogen.locks import KeyLocks
+from repogen.store import headers_key
 from repogen.unpack import UnsafeArchive, extract_cpio, extract_tar, is_contained, read_contained
 
 
@@ -197,9 +198,7 @@ class HeadersCache:
         self._locks = KeyLocks.beside(root)
         self.unpacked = 0
 
-    @staticmethod
-    def key(digests: list[str]) -> str:
-        return hashlib.sha256("\n".join(sorted(digests)).encode()).hexdigest()[:32]
+    key = staticmethod(headers_key)
 
     def tree(self, target: str, files: list[Download]) -> KernelTree:
         key = self.key([f.sha256 for f in files])

@@ -11,13 +11,13 @@ import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from repogen import images, reasons, recipes
-from repogen.headers import HeadersCache
 from repogen.home import Home
 from repogen.model import Driver, Job, Kind
 from repogen.sources import tree_digest
-from repogen.store import build_key
+from repogen.store import build_key, headers_key
 
 #: Bump when the way artifacts are built changes in a way the other inputs do not capture.
 BUILD_FORMAT = 1
@@ -33,7 +33,7 @@ NEEDS_SOURCES_ERROR = ("no headers package: building needs the kernel sources pr
                        "(not supported yet)")
 
 
-@dataclass
+@dataclass(slots=True)
 class Planned:
     job: Job
     toolchain: str
@@ -98,6 +98,10 @@ def plan(home: Home, jobs: list[Job], toolchain_ids: dict[str, str],
     """What each job needs, from the database alone: no network, no Docker call per job.
 
     ``remote_keys`` are the build keys a remote cache holds (read from its index in a few requests).
+
+    A no-op plan over tens of thousands of jobs costs one short hash and two dict lookups per job:
+    whatever depends on the kernel (headers, toolchain, key part, job id part) is worked out once per
+    kernel, whatever depends on the driver once per driver version and kind.
     """
     url_digests = home.store.url_digests()
     good = home.store.good_keys()
@@ -109,36 +113,36 @@ def plan(home: Home, jobs: list[Job], toolchain_ids: dict[str, str],
     out: list[Planned] = []
     explaining: list[tuple[Planned, dict[str, object], str | None]] = []
     kernel = None
-    kernel_part = ""
-    driver_parts: dict[tuple[int, Kind], str | None] = {}
+    kernel_tail = kernel_id = toolchain = ""
+    drivers: dict[tuple[int, Kind], _DriverSide] = {}
     for job in jobs:
         if job.kernel is not kernel:  # jobs come kernel by kernel: resolve each kernel once
             kernel = job.kernel
             headers = [h.sha256 or url_digests.get(h.url) for h in kernel.headers]
+            known = all(headers)
             # The gcc that built the kernel, once its headers were read (else the guess by version).
-            gcc = kernel_gccs.get(HeadersCache.key([h or "" for h in headers])) if all(headers) else None
+            gcc = kernel_gccs.get(headers_key(cast("list[str]", headers))) if known and kernel_gccs else None
             chain_key = (images.kernel_version(kernel.kernelrelease), kernel.builder, gcc)
             chain = chains.get(chain_key)
             if chain is None:
                 chain = chains[chain_key] = images.choose(kernel, gcc)
-            toolchain_id = toolchain_ids.get(chain.name)
-            kernel_part = _kernel_part(kernel.ident, tuple(h or "" for h in headers)) if all(headers) else ""
-        assert chain is not None
+            toolchain = chain.name
+            toolchain_id = toolchain_ids.get(toolchain)
+            # The key's kernel side and the job id's kernel part (see _combine and Job.job_id).
+            kernel_tail = f"{_kernel_part(kernel.ident, tuple(headers))}:{toolchain_id}" if known and toolchain_id \
+                else ""
+            kernel_id = "|".join(kernel.ident)
         if not kernel.headers:
-            out.append(Planned(job, chain.name, toolchain_id, None, "needs-sources", NEEDS_SOURCES_ERROR))
+            out.append(Planned(job, toolchain, toolchain_id, None, "needs-sources", NEEDS_SOURCES_ERROR))
             continue
-        driver_key = (id(job.driver), job.kind)  # identity: hashing a frozen dataclass is slow
-        if driver_key not in driver_parts:
-            source = _known_source_digest(home, job.driver, source_digests)
-            driver_parts[driver_key] = source and _driver_part(
-                job.driver.name, job.driver.version, job.kind, job.driver.recipe, source)
-        driver_part = driver_parts[driver_key]
-        key = None
-        if toolchain_id and driver_part and kernel_part:
-            key = _combine(driver_part, kernel_part, toolchain_id)
-        job_id = job.job_id
+        side = drivers.get((id(job.driver), job.kind))  # identity: hashing a frozen dataclass is slow
+        if side is None:
+            side = drivers[(id(job.driver), job.kind)] = _driver_side(home, job, source_digests)
+        key = hashlib.sha256((side.key_head + kernel_tail).encode()).hexdigest() if side.key_head and kernel_tail \
+            else None
+        job_id = side.id_head + kernel_id + side.id_tail
         good_key = good.get(job_id)
-        failed_key = failed.get(job_id)
+        failed_key = failed.get(job_id) if failed else None
         if key and good_key == key:  # what publish would serve is built from these inputs
             state = "built"
         elif failed_key and (key is None or failed_key == key):
@@ -152,10 +156,10 @@ def plan(home: Home, jobs: list[Job], toolchain_ids: dict[str, str],
         if state != "built" and key is not None and key in remote_keys:
             state = "cached"
         error = errors.get(failed_key) if failed_key and state == "failed" else None
-        planned = Planned(job, chain.name, toolchain_id, key, state, error)
+        planned = Planned(job, toolchain, toolchain_id, key, state, error)
         if state == "cached":  # nothing to compare: it is built, elsewhere
             planned.reason = CACHED_REASON
-        elif state != "built" or not job.driver.source.pinned:
+        elif state != "built" or not side.pinned:
             inputs = reasons.build_inputs(
                 source=source_digests.get((job.driver.source.location, job.driver.version)),
                 headers={h.url: d for h, d in zip(kernel.headers, headers, strict=True)}, image=toolchain_id,
@@ -164,6 +168,26 @@ def plan(home: Home, jobs: list[Job], toolchain_ids: dict[str, str],
         out.append(planned)
     _explain(home, explaining)
     return out
+
+
+@dataclass(frozen=True)
+class _DriverSide:
+    """What a plan works out once per driver version and kind."""
+
+    key_head: str | None  # "<driver part>:", the start of what _combine hashes; None: source unknown
+    id_head: str  # the job id before the kernel's identifiers, and after (Job.job_id)
+    id_tail: str
+    pinned: bool
+
+
+def _driver_side(home: Home, job: Job, source_digests: dict[tuple[str, str], str | None]) -> _DriverSide:
+    driver = job.driver
+    source = _known_source_digest(home, driver, source_digests)
+    part = source and _driver_part(driver.name, driver.version, job.kind, driver.recipe, source)
+    id_head, id_tail = f"{driver.name}|{driver.version}|", f"|{job.kind}"
+    if id_head + "|".join(job.kernel.ident) + id_tail != job.job_id:
+        raise AssertionError(f"plan's job id differs from Job.job_id: {job.job_id}")
+    return _DriverSide(f"{part}:" if part else None, id_head, id_tail, driver.source.pinned)
 
 
 def _explain(home: Home, explaining: list[tuple[Planned, dict[str, object], str | None]]) -> None:

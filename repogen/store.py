@@ -303,5 +303,10 @@ def _boot_result(row: tuple[Any, ...]) -> BootResult:
     return BootResult(BootStatus(status), seconds or 0.0, kernel, reason, console)
 
 
+def headers_key(digests: list[str]) -> str:
+    """The key of a kernel's set of header files: its unpacked tree's name, its row in ``kernels``."""
+    return hashlib.sha256("\n".join(sorted(digests)).encode()).hexdigest()[:32]
+
+
 def build_key(inputs: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

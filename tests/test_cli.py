@@ -71,6 +71,47 @@ def test_validate_json_and_plan_json(tmp_path: Path, mirror) -> None:
     assert {j["state"] for j in plan.json["jobs"]} == {"missing"}
 
 
+def _small_matrix(tmp_path: Path) -> Path:
+    kernels = [{"target": "debian", "kernelrelease": f"6.1.{n}-1-amd64", "kernelversion": "1", "architecture": "x86_64",
+                "headers": [{"url": f"http://127.0.0.1:9/linux-headers-6.1.{n}.deb", "sha256": f"{n:064x}"}]}
+               for n in range(3)]
+    return write_config(tmp_path, [driver_yaml("hello_repogen", "0.1.0", HELLO_KBUILD, "kbuild")], kernels)
+
+
+# What a no-op `plan --json` must not pay for at start-up (it reads the database, nothing else).
+HEAVY = ("urllib3", "elftools", "docker", "boto3", "botocore", "jinja2", "debian", "dask", "distributed",
+         "createrepo_c", "requests")
+
+
+def test_plan_json_loads_no_network_docker_or_elf_library(tmp_path: Path) -> None:
+    from repogen.home import Home
+
+    config = _small_matrix(tmp_path)
+    Home(tmp_path / "home").store.record_images({"gcc12": "sha256:" + "1" * 64}, {"gcc12": "2" * 64})  # images build
+    script = ("import json, runpy, sys\n"
+              "try:\n    runpy.run_module('repogen', run_name='__main__')\n"
+              "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
+              f"sys.stderr.write(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r})))\n")
+    for _ in ("cold", "warm"):  # without, then with the config cache
+        proc = subprocess.run([sys.executable, "-c", script, "--home", str(tmp_path / "home"), "-c", str(config),
+                               "plan", "--json"], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["counts"] == {"missing": 6}
+        assert json.loads(proc.stderr.splitlines()[-1]) == []
+
+
+def test_json_output_is_the_json_modules_indented_output(capsys: pytest.CaptureFixture[str]) -> None:
+    from repogen.cli import emit_json
+
+    data = {"counts": {"built": 2}, "total": 2, "jobs": [{"name": "falco", "size": 12, "ok": True, "reason": None,
+                                                          "ratio": 0.25, "kinds": ("kmod", "ebpf"), "none": []}]}
+    emit_json(data)
+    assert capsys.readouterr().out == json.dumps(data, indent=2) + "\n"
+    for value in ({"error": "caf\u00e9 \u2026 \"quoted\"\n"}, {"big": 2**70}, {1: "int key"}, [], {}):
+        emit_json(value)
+        assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(value))
+
+
 def test_images_list_json(tmp_path: Path, docker_client, builder_image: str) -> None:
     result = Repogen(tmp_path / "home")("images", "list", "--json")
     assert result.code == 0, result.err

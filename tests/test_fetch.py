@@ -195,10 +195,10 @@ def test_file_urls_and_stale_parts(tmp_path: Path) -> None:
 def test_retry_after_is_honoured_only_up_to_a_bound() -> None:
     from urllib3.response import HTTPResponse
 
-    from repogen.fetch import _Retry
+    from repogen.fetch import MAX_RETRY_AFTER, retry_class
 
-    retry = _Retry(total=2, status_forcelist=RETRY_STATUSES, respect_retry_after_header=True)
-    for header, seconds in (("3600", _Retry.MAX_RETRY_AFTER), ("2", 2.0), ("0", 0.0)):
+    retry = retry_class()(total=2, status_forcelist=RETRY_STATUSES, respect_retry_after_header=True)
+    for header, seconds in (("3600", MAX_RETRY_AFTER), ("2", 2.0), ("0", 0.0)):
         response = HTTPResponse(status=503, headers={"Retry-After": header})
         assert retry.get_retry_after(response) == seconds
         assert retry.is_retry("GET", 503, has_retry_after=True)

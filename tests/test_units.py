@@ -15,6 +15,7 @@ from repogen.home import Home
 from repogen.matrix import Selector, expand, parse_shard, shard_kernels
 from repogen.model import Config, Driver, Header, Kernel, Kind, Source
 from repogen.plan import NEEDS_SOURCES_ERROR, job_key, plan
+from repogen.sources import tree_digest
 from repogen.store import BuildRecord, Store
 
 SHA = "a" * 64
@@ -152,6 +153,19 @@ def test_toolchain_id_is_the_template_and_the_package_versions() -> None:
     assert "repogen/base:bookworm" in images.dockerfile(chain, chain.base_tag)
 
 
+def test_plan_keys_are_job_keys_and_ids_are_job_ids(tmp_path: Path) -> None:
+    """plan works the key and the job id out per kernel and per driver: the same as job_key and Job.job_id."""
+    home = Home(tmp_path / "home")
+    config = _config(kernels=3, drivers=2)
+    jobs = expand(config)
+    planned = plan(home, jobs, {images.choose(config.kernels[0]).name: "img"})
+    source = tree_digest(HELLO_KBUILD)
+    assert [p.key for p in planned] == [job_key(j, source, [SHA], "img") for j in jobs]
+    for p in planned:
+        home.store.record_build(_record(p.key or "", p.job.job_id, "ok", "f" * 64))
+    assert {p.state for p in plan(home, jobs, {images.choose(config.kernels[0]).name: "img"})} == {"built"}
+
+
 def test_job_key_covers_every_input() -> None:
     job = expand(_config(1, 1))[0]
     base = job_key(job, "s" * 64, [SHA], "img")
@@ -159,6 +173,17 @@ def test_job_key_covers_every_input() -> None:
     others = {job_key(job, "t" * 64, [SHA], "img"), job_key(job, "s" * 64, ["b" * 64], "img"),
               job_key(job, "s" * 64, [SHA], "img2"), job_key(expand(_config(1, 1))[1], "s" * 64, [SHA], "img")}
     assert base not in others and len(others) == 4
+
+
+def test_home_makes_each_cache_once_on_first_use(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    home = Home(tmp_path / "home")
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        seen = list(pool.map(lambda _: (home.sources, home.downloads, home.headers), range(32)))
+    assert all(got == seen[0] for got in seen) and len({id(c) for c in seen[0]}) == 3
+    assert all(a is b for got in seen for a, b in zip(got, seen[0], strict=True))
+    assert home.sources.downloads is home.downloads and home.downloads.index is home.store
 
 
 def test_no_home_is_created_by_a_read_only_plan(tmp_path: Path) -> None:
