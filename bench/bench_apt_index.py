@@ -7,8 +7,10 @@ control member) and kept under the cache dir, so reruns measure only the indexin
 
 The trees are laid out as ``repogen publish`` lays out generations: ``gens/g1``, ``gens/g2``, ...
 sharing one package pool ``gens/pool`` (``deb/pool`` in each is a symlink to it). Adding one package
-is timed with the shared pool's garbage collection included, against ``apt-ftparchive --db`` on a
-hard-linked copy of the same pool with one package added; goal: ratio <= 1.00.
+is timed with the shared pool's garbage collection included (with the cache of the first publish, as
+``repogen publish`` uses its home's: it has seen the input files), against ``apt-ftparchive --db``
+on a hard-linked copy of the same pool with one package added, three times in turn (medians);
+goal: ratio <= 1.00.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import io
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -32,6 +35,8 @@ from _common import Goals, load_note
 
 from repogen.repos import RepoOptions, publish_repositories
 from repogen.repos.pool import GC_STATE_FILE, collect_garbage
+
+ROUNDS = 3
 
 CONTROL = """Package: {name}
 Source: {source}
@@ -142,28 +147,45 @@ def main() -> int:
         db = work / "apt-ftparchive.db"
         subprocess.run(["apt-ftparchive", "--db", str(db), "packages", "pool"], cwd=reference, check=True,
                        stdout=subprocess.DEVNULL)
-        extra = make_deb(work, data_tar, "bench-new", "1.0-1", "amd64", "bench-new")
         # As `repogen publish` does after each publish (g1 and g2 were written without it): the pool GC.
         every = min(options.grace_seconds / 10, 3600)
         gc_first, _ = timed("repogen pool GC after the second publish", lambda: collect_garbage(
             shared, [gens / "g1", gens / "g2"], datetime.now(UTC), options.grace_seconds, every_seconds=every))
         state = shared / GC_STATE_FILE
         gc_stamp = state.stat().st_mtime_ns
+        # Adding one package, ROUNDS times in turn with apt-ftparchive (each from g2 plus another new
+        # package; apt-ftparchive's pool gets another each time): medians, as the CPUs are shared.
+        # repogen uses the cache of the first publish, as `repogen publish` uses the home's cache: it
+        # has seen the input files, as apt-ftparchive's --db has seen its pool's.
+        ours_add: list[float] = []
+        theirs_add: list[float] = []
+        for round_ in range(ROUNDS):
+            extra = make_deb(work, data_tar, f"bench-new{round_}", "1.0-1", "amd64", "bench-new")
+            tree = gens / f"g3-{round_}"
 
-        def add_one():  # type: ignore[no-untyped-def]
-            report = publish_repositories(gens / "g3", gens / "g2", [*debs, extra], [], None, work / "cache2",
-                                          options, shared_pool=shared)
-            collect_garbage(shared, [gens / "g1", gens / "g2", gens / "g3"], datetime.now(UTC),
-                            options.grace_seconds, every_seconds=every)
-            return report
+            def add_one(tree: Path = tree, extra: Path = extra):  # type: ignore[no-untyped-def]
+                report = publish_repositories(tree, gens / "g2", [*debs, extra], [], None, work / "cache1",
+                                              options, shared_pool=shared)
+                collect_garbage(shared, [gens / "g1", gens / "g2", tree], datetime.now(UTC),
+                                options.grace_seconds, every_seconds=every)
+                return report
 
-        added, report = timed("repogen adding one package (warm cache, pool GC due?)", add_one)
-        assert report.deb is not None and report.deb.read == 1, report.summary()
-        assert os.path.islink(gens / "g3" / "deb" / "pool"), "the generation does not use the shared pool"
-        shutil.copy(extra, reference / "pool")
-        theirs_db, _ = timed("apt-ftparchive --db, one package added (warm db)", lambda: subprocess.run(
-            ["apt-ftparchive", "--db", str(db), "packages", "pool"], cwd=reference, check=True,
-            stdout=subprocess.DEVNULL))
+            added, report = timed("repogen adding one package (pool GC due?)", add_one)
+            assert report.deb is not None and report.deb.read == 1, report.summary()
+            assert os.path.islink(tree / "deb" / "pool"), "the generation does not use the shared pool"
+            ours_add.append(added)
+            shutil.copy(extra, reference / "pool")
+            theirs_db, _ = timed("apt-ftparchive --db, one package added (warm db)", lambda: subprocess.run(
+                ["apt-ftparchive", "--db", str(db), "packages", "pool"], cwd=reference, check=True,
+                stdout=subprocess.DEVNULL))
+            theirs_add.append(theirs_db)
+        added, theirs_db = statistics.median(ours_add), statistics.median(theirs_add)
+        # Informational: a cache that has never seen these input files (g2's: it indexed the pool),
+        # so every input is hashed again (10,000 small reads) before it is known.
+        extra_cold = make_deb(work, data_tar, "bench-new-cold", "1.0-1", "amd64", "bench-new")
+        cold, _ = timed("repogen adding one, cache new to the input files", lambda: publish_repositories(
+            gens / "g3-cold", gens / "g2", [*debs, extra_cold], [], None, work / "cache2", options,
+            shared_pool=shared))
         # The same with the outputs repogen writes: Packages, Packages.gz (gzip -6), Packages.xz (xz -0).
         extra2 = make_deb(work, data_tar, "bench-new2", "1.0-1", "amd64", "bench-new2")
         shutil.copy(extra2, reference / "pool")
@@ -174,9 +196,12 @@ def main() -> int:
         print(f"\nindex from scratch: repogen / apt-ftparchive = {ours / theirs:.2f}; first publish incl. pool "
               f"copy = {first / theirs:.2f}")
         print(f"add one package:    repogen {added:.3f} s / apt-ftparchive --db {theirs_db:.3f} s "
-              f"= {added / theirs_db:.2f} (the pool GC runs at most every {every:.0f} s: {gc_first:.3f} s after "
-              f"the second publish; {'ran again' if state.stat().st_mtime_ns != gc_stamp else 'not due'} "
-              "in the timed one)")
+              f"= {added / theirs_db:.2f} (medians of {ROUNDS}: repogen {', '.join(f'{t:.3f}' for t in ours_add)}; "
+              f"apt-ftparchive {', '.join(f'{t:.3f}' for t in theirs_add)}; the pool GC runs at most every "
+              f"{every:.0f} s: {gc_first:.3f} s after the second publish; "
+              f"{'ran again' if state.stat().st_mtime_ns != gc_stamp else 'not due'} in the timed ones)")
+        print(f"                    with a cache new to the input files: {cold:.3f} s = {cold / theirs_db:.2f} "
+              "(not the goal's case: each input hashed once more)")
         print(f"                    repogen / (apt-ftparchive --db + the same compressed files) = "
               f"{added / same_output:.2f} (not the goal's baseline: what the compression costs)")
         goals.check("index from scratch <= apt-ftparchive", ours <= theirs, f"ratio {ours / theirs:.2f}")

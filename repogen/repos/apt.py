@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from email.utils import format_datetime
 from functools import partial
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
@@ -28,7 +29,7 @@ from debian.debian_support import version_compare
 
 from repogen.errors import PublishError
 from repogen.repos import compress
-from repogen.repos.pkgcache import DebRecord, PackageCache, ReadStats, identify
+from repogen.repos.pkgcache import SCHEMA_VERSION, DebRecord, PackageCache, ReadStats, identify
 from repogen.repos.pool import (
     PoolEntry,
     RepoStats,
@@ -332,31 +333,34 @@ def publish_apt(
     read_stats = ReadStats()
     reader = partial(read_deb, component=options.component)
     paths = published + inputs
+    prefix = f"pool/{options.component}/"
     records = identify(paths, cache, DebRecord, reader, read_stats,
-                       valid=lambda r: r.pool_path.startswith(f"pool/{options.component}/"),
+                       valid=lambda r: r.pool_path.startswith(prefix),
                        known_stats=input_stats, known_first=published_digests)
     count = len(published)
     live_shas = {record.sha256 for record in records[:count]}
     # An input that is published already (the same bytes) adds nothing: merge would keep the published one.
-    entries = [PoolEntry(record, path, index < count)
-               for index, (path, record) in enumerate(zip(paths, records, strict=True))
-               if index < count or record.sha256 not in live_shas]
-    entries = merge(entries, lambda r: (r.name, r.version, r.arch), _describe)
+    entries = [PoolEntry(record, path, True) for path, record in zip(published, records, strict=False)]
+    entries += [PoolEntry(record, path, False) for path, record in zip(inputs, records[count:], strict=True)
+                if record.sha256 not in live_shas]
+    entries = merge(entries, attrgetter("name", "version", "arch"), _describe)
     entries, dropped = drop(entries, options.remove, lambda r: (r.version,))
-    kept, removed = retain(entries, options.keep_versions, lambda r: (r.name, r.arch), _compare)
-    kept.sort(key=lambda entry: entry.record.pool_path)
+    kept, removed = retain(entries, options.keep_versions, attrgetter("name", "arch"), _compare)
+    kept.sort(key=attrgetter("record.pool_path"))
     package_archs = {entry.record.arch for entry in kept}
     architectures = options.architectures or sorted((package_archs - {"all"}) | {"amd64"})
     for arch in architectures:
         if not _ARCH.fullmatch(arch) or arch == "all":
             raise PublishError(f"invalid APT architecture {arch!r}")
 
-    # The pool is linked (syscalls, GIL released) while the indexes are rendered and compressed.
+    # The pool is linked (syscalls, GIL released), then the manifest written, while the indexes are
+    # rendered, compressed and hashed (zlib, lzma, hashlib release the GIL: two cores at work).
     linker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="place")
     if shared_root is None:
         placing = linker.submit(place, kept, repo_root)
     else:  # only the new packages are written: the rest is in the shared pool already
         placing = linker.submit(place_shared, kept, repo_root, shared_root, "pool", previous_root)
+    manifest = linker.submit(write_manifest, repo_root, kept)
     linker.shutdown(wait=False)
     dist = repo_root / "dists" / suite
     try:
@@ -364,7 +368,7 @@ def publish_apt(
                                       cache, now)
     finally:
         copies = placing.result()  # its error first: a pool problem explains an index one
-    write_manifest(repo_root, kept)
+        manifest.result()
     cache.remember_digests(copies)  # after the index: the cache's background write overlapped it
     cache.commit()
     release = _release(options, suite, codename, architectures, index_files, now)
@@ -402,21 +406,28 @@ def _write_packages(dist: Path, component: str, architectures: list[str], record
     adding a package compresses again only the piece its stanza lands in. Returns each file's size
     and hashes, for Release.
     """
-    texts: dict[str, list[bytes]] = {}
+    # A piece is named by what it is made of: its packages (sha256), the component and the cache's
+    # schema (a stanza, its pool path included, is made from these alone): a piece that did not
+    # change is neither rendered nor hashed again.
+    made_of = f"{SCHEMA_VERSION} {component}"
+    pieces: dict[str, list[tuple[bytes, list[DebRecord]]]] = {}
     for arch in architectures:
         chosen = [record for record in records if record.arch == arch or record.arch == "all"]
-        texts[arch] = compress.cut([record.stanza for record in chosen], [record.sha256 for record in chosen])
-    keys = {text: hashlib.sha256(text).digest() for pieces in texts.values() for text in pieces}
-    known = cache.pieces(keys.values())
-    missing = {key: text for text, key in keys.items() if key not in known}
+        shas = [record.sha256 for record in chosen]
+        pieces[arch] = [(hashlib.sha256(" ".join([made_of, *shas[start:end]]).encode()).digest(),
+                         chosen[start:end]) for start, end in compress.spans(shas)]
+    keys = [key for arch_pieces in pieces.values() for key, _member in arch_pieces]
+    known = cache.pieces(keys)
+    missing = {key: member for arch_pieces in pieces.values() for key, member in arch_pieces if key not in known}
     files: dict[str, dict[str, str | int]] = {}
     with ThreadPoolExecutor(max_workers=2) as pool:  # zlib, lzma and hashlib release the GIL
-        new = list(pool.map(compress.compress_piece, missing, missing.values()))
+        new = list(pool.map(compress.compress_piece, missing,
+                            [compress.text([record.stanza for record in member]) for member in missing.values()]))
         known.update((piece.key, piece) for piece in new)
         outputs: dict[str, bytes] = {}
-        for arch, pieces in texts.items():
-            plain = b"".join(pieces)
-            compressed = [known[keys[text]] for text in pieces]
+        for arch, arch_pieces in pieces.items():
+            compressed = [known[key] for key, _member in arch_pieces]
+            plain = b"".join([piece.text for piece in compressed])
             base = f"{component}/binary-{arch}/Packages"
             outputs[base] = plain
             outputs[f"{base}.gz"] = compress.gzip_file(compressed, plain)
@@ -435,7 +446,7 @@ def _write_packages(dist: Path, component: str, architectures: list[str], record
         hashed = pool.map(lambda task: hashlib.new(task[1], outputs[task[0]]).hexdigest(), todo)
         for (relative, name), hexdigest in zip(todo, hashed, strict=True):
             infos[relative][name] = hexdigest
-    cache.keep_pieces(new, keys.values(), {digests[relative]: info for relative, info in infos.items()},
+    cache.keep_pieces(new, keys, {digests[relative]: info for relative, info in infos.items()},
                       int(now.timestamp()))
     for relative, output in outputs.items():
         info = infos[relative]

@@ -53,56 +53,63 @@ _DEFLATE_END = _final_deflate_block()
 
 @dataclass(frozen=True)
 class Piece:
-    """One piece of an index, compressed both ways; ``key`` is the sha256 of its text."""
+    """One piece of an index, its text and both compressions; ``key`` names its content (the caller's
+    choice: what the text is made of)."""
 
     key: bytes
-    size: int  # of the text
+    text: bytes
     deflate: bytes  # raw deflate, sync-flushed, not final
     xz_block: bytes  # one xz block, padded to 4 bytes
     xz_unpadded: int  # the block's "unpadded size" (for the stream index)
 
 
-def cut(stanzas: Sequence[str], digests: Sequence[str]) -> list[bytes]:
-    """The index text (each stanza followed by a blank line) in pieces, cut by content: after each
-    stanza whose package's sha256 (``digests``, hex) starts with one of ``PIECE_ENDS``. Adding or
-    removing a stanza then changes the one piece it is in (or the two it joins or splits)."""
+def spans(digests: Sequence[str]) -> list[tuple[int, int]]:
+    """Where an index of stanzas is cut into pieces, by content: after each stanza whose package's
+    sha256 (``digests``, hex) starts with one of ``PIECE_ENDS``. Adding or removing a stanza then
+    changes the one piece it is in (or the two it joins or splits). (start, end) of each piece."""
     ends = [index + 1 for index, digest in enumerate(digests) if digest.startswith(PIECE_ENDS)]
-    if not ends or ends[-1] != len(stanzas):
-        ends.append(len(stanzas))
-    pieces: list[bytes] = []
+    if not ends or ends[-1] != len(digests):
+        ends.append(len(digests))
+    out: list[tuple[int, int]] = []
     start = 0
     for end in ends:
         if end - start > MAX_PIECE_STANZAS:
             minor = [index + 1 for index in range(start, end - 1) if digests[index].startswith(MINOR_PIECE_ENDS)]
             for stop in [*minor, end]:
                 while stop - start > MAX_PIECE_STANZAS:
-                    pieces.append(_text(stanzas[start:start + MAX_PIECE_STANZAS]))
+                    out.append((start, start + MAX_PIECE_STANZAS))
                     start += MAX_PIECE_STANZAS
-                pieces.append(_text(stanzas[start:stop]))
+                out.append((start, stop))
                 start = stop
         elif end > start:
-            pieces.append(_text(stanzas[start:end]))
+            out.append((start, end))
         start = end
-    return pieces
+    return out
 
 
-def _text(stanzas: Sequence[str]) -> bytes:
+def text(stanzas: Sequence[str]) -> bytes:
+    """Index text: each stanza followed by a blank line."""
     return ("\n".join(stanzas) + "\n").encode()
 
 
-def compress_piece(key: bytes, text: bytes) -> Piece:
+def cut(stanzas: Sequence[str], digests: Sequence[str]) -> list[bytes]:
+    """The index text in pieces (see :func:`spans`)."""
+    return [text(stanzas[start:end]) for start, end in spans(digests)]
+
+
+def compress_piece(key: bytes, piece_text: bytes) -> Piece:
     """Compress one piece both ways (zlib and lzma release the GIL: callers may use threads)."""
     deflater = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15)
-    deflate = deflater.compress(text) + deflater.flush(zlib.Z_SYNC_FLUSH)
-    stream = lzma.compress(text, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, preset=XZ_PRESET)
+    deflate = deflater.compress(piece_text) + deflater.flush(zlib.Z_SYNC_FLUSH)
+    stream = lzma.compress(piece_text, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, preset=XZ_PRESET)
     records, index_size = _xz_index_records(stream)
-    if len(records) != 1 or records[0][1] != len(text):
+    if len(records) != 1 or records[0][1] != len(piece_text):
         raise ValueError(f"liblzma wrote {len(records)} blocks for one piece")  # not for a 60 KB piece
     unpadded = records[0][0]
     block = stream[12:len(stream) - 12 - index_size]
     if len(block) != _padded(unpadded):
         raise ValueError("unexpected xz block layout")
-    return Piece(key, len(text), deflate, block, unpadded)
+    return Piece(key, piece_text, deflate, block, unpadded)
 
 
 def gzip_file(pieces: Iterable[Piece], text: bytes) -> bytes:
@@ -116,7 +123,7 @@ def xz_file(pieces: Sequence[Piece]) -> bytes:
     index = bytearray(b"\x00")
     index += _varint(len(pieces))
     for piece in pieces:
-        index += _varint(piece.xz_unpadded) + _varint(piece.size)
+        index += _varint(piece.xz_unpadded) + _varint(len(piece.text))
     index += b"\x00" * (-len(index) % 4)
     index += struct.pack("<I", zlib.crc32(index))
     backward = struct.pack("<I", len(index) // 4 - 1) + _XZ_FLAGS

@@ -18,7 +18,7 @@ from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar, cast
 
 from repogen.repos.compress import Piece
 
@@ -124,10 +124,11 @@ class PackageCache:
             CREATE TABLE IF NOT EXISTS rpm (
                 sha256 TEXT PRIMARY KEY, name TEXT, epoch TEXT, version TEXT, release TEXT, arch TEXT,
                 size INTEGER, pool_path TEXT, primary_xml TEXT, filelists_xml TEXT, other_xml TEXT);
-            -- Compressed pieces of index files (repos.compress), by the sha256 of their text; "used"
-            -- is when a publish last used the piece (unix seconds): unused ones are dropped after a while.
-            CREATE TABLE IF NOT EXISTS pieces (
-                key BLOB PRIMARY KEY, size INTEGER, deflate BLOB, xz_block BLOB, xz_unpadded INTEGER,
+            -- Pieces of index files and their compressions (repos.compress), by what they are made of;
+            -- "used" is when a publish last used one (unix seconds): unused ones are dropped after a while.
+            DROP TABLE IF EXISTS pieces;  -- (their first layout)
+            CREATE TABLE IF NOT EXISTS index_pieces (
+                key BLOB PRIMARY KEY, text BLOB, deflate BLOB, xz_block BLOB, xz_unpadded INTEGER,
                 used INTEGER);
             -- An index file's size and hashes (JSON), by the sha256 of what it is made of.
             CREATE TABLE IF NOT EXISTS index_files (key BLOB PRIMARY KEY, info TEXT, used INTEGER);
@@ -184,17 +185,17 @@ class PackageCache:
     # -- level 2: sha256 -> record -----------------------------------------------------------
 
     def get(self, kind: type[Record], digests: Iterable[str]) -> dict[str, Record]:
+        """The cached records of these sha256s (and maybe others: callers look up what they want)."""
         self._wait()
         table = _table(kind)
         wanted = set(digests)
         make = kind._make
         if len(wanted) > 900:
-            # Most of a repository's packages (a republish): one scan of the table costs a third of
-            # looking each up, unless the table holds many more (old packages, other sites).
+            # Most of a repository's packages (a republish): one scan of the whole table costs a third
+            # of looking each up, unless the table holds many more (old packages, other sites).
             (rows,) = self._db.execute(f"SELECT max(rowid) FROM {table}").fetchone()
             if (rows or 0) < 3 * len(wanted):
-                found = {row[0]: row for row in self._db.execute(f"SELECT * FROM {table}")}
-                return {sha: make(found[sha]) for sha in wanted if sha in found}
+                return {record[0]: record for record in map(make, self._db.execute(f"SELECT * FROM {table}"))}
         ordered = sorted(wanted)
         out: dict[str, Record] = {}
         for start in range(0, len(ordered), 900):
@@ -226,13 +227,13 @@ class PackageCache:
     # -- compressed pieces of index files ------------------------------------------------------
 
     def pieces(self, keys: Iterable[bytes]) -> dict[bytes, Piece]:
-        """The cached pieces among ``keys`` (sha256 digests of their text)."""
+        """The cached pieces among ``keys``."""
         self._wait()
         wanted = sorted(set(keys))
         out: dict[bytes, Piece] = {}
         for start in range(0, len(wanted), 900):
             chunk = wanted[start:start + 900]
-            query = ("SELECT key, size, deflate, xz_block, xz_unpadded FROM pieces "
+            query = ("SELECT key, text, deflate, xz_block, xz_unpadded FROM index_pieces "
                      f"WHERE key IN ({','.join('?' * len(chunk))})")
             for row in self._db.execute(query, chunk):
                 out[row[0]] = Piece(*row)
@@ -257,14 +258,15 @@ class PackageCache:
                      max_unused_seconds: int, previous: Future[None] | None) -> None:
         if previous is not None:
             previous.result()
-        self._db.executemany("INSERT OR REPLACE INTO pieces VALUES (?, ?, ?, ?, ?, ?)",
-                             [(p.key, p.size, p.deflate, p.xz_block, p.xz_unpadded, now) for p in new])
+        self._db.executemany("INSERT OR REPLACE INTO index_pieces VALUES (?, ?, ?, ?, ?, ?)",
+                             [(p.key, p.text, p.deflate, p.xz_block, p.xz_unpadded, now) for p in new])
         self._db.executemany("INSERT OR REPLACE INTO index_files VALUES (?, ?, ?)", files)
         for start in range(0, len(used), 900):
             chunk = used[start:start + 900]
-            self._db.execute(f"UPDATE pieces SET used = ? WHERE used < ? AND key IN ({','.join('?' * len(chunk))})",
+            marks = ",".join("?" * len(chunk))
+            self._db.execute(f"UPDATE index_pieces SET used = ? WHERE used < ? AND key IN ({marks})",
                              [now, now - 3600, *chunk])  # (at most once an hour: fewer page writes)
-        for table in ("pieces", "index_files"):
+        for table in ("index_pieces", "index_files"):
             self._db.execute(f"DELETE FROM {table} WHERE used < ?", (now - max_unused_seconds,))
         self._db.commit()
 
@@ -321,19 +323,25 @@ def identify(
 
     found: dict[str | None, Record] = {}  # valid cached records by digest
 
-    def lookup(indexes: Iterable[int]) -> None:
+    def lookup(indexes: Sequence[int] | None) -> None:
+        """Records for ``digests[i]`` (all of them for None) from the cache."""
         # Each record is fetched (and checked) once, however many paths hold it (inputs copied in
         # the pool, an input already published).
-        wanted = {digest for i in indexes if (digest := digests[i]) is not None}
-        wanted.difference_update(found)
+        some = set(digests) if indexes is None else {digests[i] for i in indexes}
+        some.difference_update(found)
+        some.discard(None)
+        wanted = cast("set[str]", some)
         if wanted:  # (a get waits for the cache's background writes)
-            found.update((sha, record) for sha, record in cache.get(kind, wanted).items() if valid(record))
-        get = found.get
-        for i in indexes:
-            records[i] = get(digests[i])
+            fetched = cache.get(kind, wanted).get
+            found.update((sha, record) for sha in wanted if (record := fetched(sha)) is not None and valid(record))
+        if indexes is None:
+            records[:] = map(found.get, digests)
+        else:
+            for i in indexes:
+                records[i] = found.get(digests[i])
         from_cache.update(sha for sha in found if sha is not None)
 
-    lookup(range(len(paths)))
+    lookup(None)
     unhashed = [i for i, digest in enumerate(digests) if digest is None]
     # Unknown files: hash, and parse only those whose digest the cache does not know (a known package
     # under a new name or inode is not parsed again).

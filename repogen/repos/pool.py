@@ -22,6 +22,7 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from operator import attrgetter
 from pathlib import Path
 from stat import S_ISREG
 from typing import Generic, NamedTuple, TypeVar
@@ -103,27 +104,34 @@ def merge(
     describe: Callable[[Record], str],
 ) -> list[PoolEntry[Record]]:
     """One entry per package; the same identity or pool file with different bytes is refused."""
-    by_key: dict[Hashable, PoolEntry[Record]] = {}
+    by_id: dict[Hashable, PoolEntry[Record]] = {}
+    by_path: dict[Hashable, PoolEntry[Record]] = {}
     unique: dict[str, PoolEntry[Record]] = {}
-    published = [entry for entry in entries if entry.published]
-    if len(published) > 64 and all(entry.published for entry in entries[:len(published)]):
-        # The live tree's packages (they come first) are one package per sha256, identity and pool
-        # path (a publish made them so): indexed in bulk, only the inputs are checked one by one.
-        unique = {entry.record.sha256: entry for entry in published}
-        by_key = {("id", identity(entry.record)): entry for entry in published}
-        by_key.update({("path", entry.record.pool_path): entry for entry in published})
-        if len(unique) == len(published) and len(by_key) == 2 * len(published):
-            entries = entries[len(published):]
+    count = 0
+    for entry in entries:  # the live tree's packages come first
+        if not entry.published:
+            break
+        count += 1
+    if count > 64:
+        # The live tree's packages are one package per sha256, identity and pool path (a publish made
+        # them so): indexed in bulk, only the inputs are checked one by one.
+        published = entries[:count]
+        records = [entry.record for entry in published]
+        unique = dict(zip(map(attrgetter("sha256"), records), published, strict=True))
+        by_id = dict(zip(map(identity, records), published, strict=True))
+        by_path = dict(zip(map(attrgetter("pool_path"), records), published, strict=True))
+        if len(unique) == len(by_id) == len(by_path) == count:
+            entries = entries[count:]
         else:  # a live tree that is not consistent (never written by a publish): every check, in order
-            by_key, unique = {}, {}
+            by_id, by_path, unique = {}, {}, {}
     for entry in entries:
         record = entry.record
         kept = unique.get(record.sha256)
         # The very record object again (an input already in the pool: one cache row for both) has
         # the keys it had the first time, which were checked then: nothing new to check.
         if kept is None or kept.record is not record:
-            for key in (("id", identity(record)), ("path", record.pool_path)):
-                other = by_key.setdefault(key, entry)
+            for index, key in ((by_id, identity(record)), (by_path, record.pool_path)):
+                other = index.setdefault(key, entry)
                 if other.record.sha256 != record.sha256:
                     _refuse(other, entry, describe)
         if kept is None or (entry.published and not kept.published):
