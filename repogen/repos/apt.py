@@ -31,7 +31,6 @@ from repogen.errors import PublishError
 from repogen.repos import compress
 from repogen.repos.pkgcache import SCHEMA_VERSION, DebRecord, PackageCache, ReadStats, identify
 from repogen.repos.pool import (
-    PoolEntry,
     RepoStats,
     carry_forward,
     check_inputs,
@@ -40,6 +39,7 @@ from repogen.repos.pool import (
     merge,
     place,
     place_shared,
+    pool_entries,
     published_with_digests,
     retain,
     write_manifest,
@@ -333,16 +333,15 @@ def publish_apt(
     read_stats = ReadStats()
     reader = partial(read_deb, component=options.component)
     paths = published + inputs
-    prefix = f"pool/{options.component}/"
-    records = identify(paths, cache, DebRecord, reader, read_stats,
-                       valid=lambda r: r.pool_path.startswith(prefix),
+    records = identify(paths, cache, DebRecord, reader, read_stats, pool_prefix=f"pool/{options.component}/",
                        known_stats=input_stats, known_first=published_digests)
     count = len(published)
-    live_shas = {record.sha256 for record in records[:count]}
+    live_shas = set(published_digests) if len(published_digests) == count else {r.sha256 for r in records[:count]}
+    entries = pool_entries(records[:count], published, True)
     # An input that is published already (the same bytes) adds nothing: merge would keep the published one.
-    entries = [PoolEntry(record, path, True) for path, record in zip(published, records, strict=False)]
-    entries += [PoolEntry(record, path, False) for path, record in zip(inputs, records[count:], strict=True)
-                if record.sha256 not in live_shas]
+    fresh = [(record, path) for path, record in zip(inputs, records[count:], strict=True)
+             if record.sha256 not in live_shas]
+    entries += pool_entries([record for record, _path in fresh], [path for _record, path in fresh], False)
     entries = merge(entries, attrgetter("name", "version", "arch"), _describe)
     entries, dropped = drop(entries, options.remove, lambda r: (r.version,))
     kept, removed = retain(entries, options.keep_versions, attrgetter("name", "arch"), _compare)

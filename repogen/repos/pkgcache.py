@@ -17,6 +17,8 @@ import sqlite3
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar, cast
 
@@ -157,7 +159,7 @@ class PackageCache:
         self._wait()
         if not stats:
             return []
-        keys = [(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) for st in stats]
+        keys = list(map(attrgetter("st_dev", "st_ino", "st_size", "st_mtime_ns"), stats))
         sizes = sorted({key[2] for key in keys})
         # Select by size (an indexed prefix would need dev,ino first): read the rows, match in Python.
         # Each select scans the whole table: more sizes than one select takes, one scan of it all.
@@ -166,8 +168,9 @@ class PackageCache:
             query += f" WHERE size IN ({','.join('?' * len(sizes))})"
         else:
             sizes = []
-        found = {row[:4]: row[4] for row in self._db.execute(query, sizes)}
-        return [found.get(key) for key in keys]
+        rows = self._db.execute(query, sizes).fetchall()
+        found = dict(zip(map(itemgetter(0, 1, 2, 3), rows), map(itemgetter(4), rows), strict=True))
+        return list(map(found.get, keys))
 
     def remember_digests(self, entries: Iterable[tuple[os.stat_result, str]]) -> None:
         """Store file identities, in the background like ``put`` (the next call on the cache waits)."""
@@ -184,24 +187,29 @@ class PackageCache:
 
     # -- level 2: sha256 -> record -----------------------------------------------------------
 
-    def get(self, kind: type[Record], digests: Iterable[str]) -> dict[str, Record]:
-        """The cached records of these sha256s (and maybe others: callers look up what they want)."""
+    def get(self, kind: type[Record], digests: Iterable[str], pool_prefix: str = "") -> dict[str, Record]:
+        """The cached records of these sha256s whose pool path starts with ``pool_prefix`` (and maybe
+        others: callers look up what they want)."""
         self._wait()
         table = _table(kind)
         wanted = set(digests)
-        make = kind._make
+        make = partial(tuple.__new__, kind)  # (kind._make, without a Python call per row)
+        where = "substr(pool_path, 1, ?) = ?"
+        bound: tuple[int, str] = (len(pool_prefix), pool_prefix)
         if len(wanted) > 900:
             # Most of a repository's packages (a republish): one scan of the whole table costs a third
             # of looking each up, unless the table holds many more (old packages, other sites).
             (rows,) = self._db.execute(f"SELECT max(rowid) FROM {table}").fetchone()
             if (rows or 0) < 3 * len(wanted):
-                return {record[0]: record for record in map(make, self._db.execute(f"SELECT * FROM {table}"))}
+                found = list(map(make, self._db.execute(f"SELECT * FROM {table} WHERE {where}", bound)))
+                return dict(zip(map(itemgetter(0), found), found, strict=True))
         ordered = sorted(wanted)
         out: dict[str, Record] = {}
         for start in range(0, len(ordered), 900):
-            chunk = ordered[start:start + 900]
+            chunk: list[Any] = ordered[start:start + 900]
             marks = ",".join("?" * len(chunk))
-            for row in self._db.execute(f"SELECT * FROM {table} WHERE sha256 IN ({marks})", chunk):
+            for row in self._db.execute(f"SELECT * FROM {table} WHERE sha256 IN ({marks}) AND {where}",
+                                        [*chunk, *bound]):
                 out[row[0]] = make(row)
         return out
 
@@ -296,7 +304,7 @@ def identify(
     kind: type[Record],
     reader: Callable[[str, str | None, Container[str]], Record | str],
     stats: ReadStats,
-    valid: Callable[[Record], bool] = lambda record: True,
+    pool_prefix: str = "",
     known_stats: Sequence[os.stat_result] = (),
     known_first: Sequence[str] = (),
 ) -> list[Record]:
@@ -306,7 +314,8 @@ def identify(
     None, it computes the sha256 itself first and, when that digest is in ``known`` (the cache has the
     package), returns just the digest instead of parsing; it raises ``PublishError`` for a file that is
     not a valid package. Each file is read once: hashing and parsing are one pass, in parallel for many.
-    A cached record that ``valid`` rejects (made under other options) is read again.
+    A cached record whose pool path does not start with ``pool_prefix`` (made under other options) is
+    read again.
     ``known_stats`` are the ``os.stat`` of the last paths, when the caller has them already;
     ``known_first`` the sha256 of the first paths (files that never change: the live manifest's
     pool files), which are then not looked at at all unless the cache lacks their record.
@@ -332,8 +341,8 @@ def identify(
         some.discard(None)
         wanted = cast("set[str]", some)
         if wanted:  # (a get waits for the cache's background writes)
-            fetched = cache.get(kind, wanted).get
-            found.update((sha, record) for sha in wanted if (record := fetched(sha)) is not None and valid(record))
+            fetched = cache.get(kind, wanted, pool_prefix)
+            found.update({sha: record for sha in wanted if (record := fetched.get(sha)) is not None})
         if indexes is None:
             records[:] = map(found.get, digests)
         else:
