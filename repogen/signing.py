@@ -56,6 +56,7 @@ class Signer:
             if passphrase_env not in os.environ:
                 raise PublishError(f"signing passphrase variable ${passphrase_env} is not set")
             self._passphrase = os.environ[passphrase_env]
+        self._public_keys: dict[bool, bytes] = {}
         self._private_home: str | None = None
         self._finalizer: weakref.finalize | None = None
         if key_file is not None:
@@ -165,14 +166,18 @@ class Signer:
         return self._gpg(["--detach-sign"] + (["--armor"] if armor else []), data, sign=True).stdout
 
     def public_key(self, armor: bool = True) -> bytes:
-        """The public key alone, minimal (no third-party signatures), to publish next to the repos."""
-        args = ["--export-options", "export-minimal", "--export"]
-        if armor:
-            args.insert(0, "--armor")
-        key = self._gpg([*args, "--", self._fingerprint]).stdout
-        if not key:
-            raise PublishError(f"gpg exported no public key for {self._fingerprint}")
-        return key
+        """The public key alone, minimal (no third-party signatures), to publish next to the repos.
+
+        Exported once per signer and form (a publish writes it for APT and RPM: a gpg run each)."""
+        if armor not in self._public_keys:
+            args = ["--export-options", "export-minimal", "--export"]
+            if armor:
+                args.insert(0, "--armor")
+            key = self._gpg([*args, "--", self._fingerprint]).stdout
+            if not key:
+                raise PublishError(f"gpg exported no public key for {self._fingerprint}")
+            self._public_keys[armor] = key
+        return self._public_keys[armor]
 
     def close(self) -> None:
         """Stop the private agent and delete the imported secret key (no-op for a user keyring)."""

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from email.utils import format_datetime
 from functools import partial
+from itertools import compress as compress_by
 from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
@@ -339,14 +340,13 @@ def publish_apt(
     live_shas = set(published_digests) if len(published_digests) == count else {r.sha256 for r in records[:count]}
     entries = pool_entries(records[:count], published, True)
     # An input that is published already (the same bytes) adds nothing: merge would keep the published one.
-    fresh = [(record, path) for path, record in zip(inputs, records[count:], strict=True)
-             if record.sha256 not in live_shas]
-    entries += pool_entries([record for record, _path in fresh], [path for _record, path in fresh], False)
+    is_new = [sha not in live_shas for sha in map(attrgetter("sha256"), records[count:])]
+    entries += pool_entries(compress_by(records[count:], is_new), compress_by(inputs, is_new), False)
     entries = merge(entries, attrgetter("name", "version", "arch"), _describe)
     entries, dropped = drop(entries, options.remove, lambda r: (r.version,))
     kept, removed = retain(entries, options.keep_versions, attrgetter("name", "arch"), _compare)
     kept.sort(key=attrgetter("record.pool_path"))
-    package_archs = {entry.record.arch for entry in kept}
+    package_archs = set(map(attrgetter("record.arch"), kept))
     architectures = options.architectures or sorted((package_archs - {"all"}) | {"amd64"})
     for arch in architectures:
         if not _ARCH.fullmatch(arch) or arch == "all":
@@ -363,8 +363,8 @@ def publish_apt(
     linker.shutdown(wait=False)
     dist = repo_root / "dists" / suite
     try:
-        index_files = _write_packages(dist, options.component, architectures, [e.record for e in kept],
-                                      cache, now)
+        index_files = _write_packages(dist, options.component, architectures, list(map(attrgetter("record"), kept)),
+                                      cache, now, previous_root / "dists" / suite if previous_root else None)
     finally:
         copies = placing.result()  # its error first: a pool problem explains an index one
         manifest.result()
@@ -374,8 +374,11 @@ def publish_apt(
     release_bytes = release.dump().encode()
     (dist / "Release").write_bytes(release_bytes)
     if signer is not None:
-        (dist / "InRelease").write_bytes(signer.clearsign(release_bytes))
-        (dist / "Release.gpg").write_bytes(signer.detach_sign(release_bytes, armor=True))
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="gpg") as gpg:  # two gpg runs at once
+            in_release = gpg.submit(signer.clearsign, release_bytes)
+            detached = gpg.submit(signer.detach_sign, release_bytes, armor=True)
+            (dist / "InRelease").write_bytes(in_release.result())
+            (dist / "Release.gpg").write_bytes(detached.result())
         (repo_root / f"{KEYRING_NAME}.gpg").write_bytes(signer.public_key(armor=False))
         (repo_root / f"{KEYRING_NAME}.asc").write_bytes(signer.public_key(armor=True))
     _write_sources(repo_root, options, suite, signed=signer is not None)
@@ -385,12 +388,11 @@ def publish_apt(
                    for p in (previous_root / "dists" / suite).glob("*/binary-*/by-hash/*/*")]
                   if previous_root else [])
     carried = carry_forward(previous_root, repo_root, candidates, current, now, options.grace_seconds)
-    published_shas = {entry.record.sha256 for entry in entries if entry.published}
     return RepoStats(
         packages=len(kept),
         read=read_stats.read,
         cached=read_stats.cached,
-        added=[e.record.pool_path for e in kept if e.record.sha256 not in published_shas],
+        added=[e.record.pool_path for e in kept if e.record.sha256 not in live_shas],
         removed=[e.record.pool_path for e in removed if e.published],
         carried_forward=carried,
         dropped=[e.record.pool_path for e in dropped],
@@ -398,39 +400,54 @@ def publish_apt(
 
 
 def _write_packages(dist: Path, component: str, architectures: list[str], records: list[DebRecord],
-                    cache: PackageCache, now: datetime) -> dict[str, dict[str, str | int]]:
+                    cache: PackageCache, now: datetime, previous_dist: Path | None
+                    ) -> dict[str, dict[str, str | int]]:
     """Packages, .gz, .xz per architecture (``all`` packages in every one), plus by-hash links.
 
     The compressed files are put together from pieces compressed once and cached (repos.compress):
-    adding a package compresses again only the piece its stanza lands in. Returns each file's size
-    and hashes, for Release.
+    adding a package compresses again only the piece its stanza lands in. Without those pieces (a new
+    cache) the live tree's files are used when their Release lists the same text. Returns each file's
+    size and hashes, for Release.
     """
     # A piece is named by what it is made of: its packages (sha256), the component and the cache's
     # schema (a stanza, its pool path included, is made from these alone): a piece that did not
     # change is neither rendered nor hashed again.
     made_of = f"{SCHEMA_VERSION} {component}"
     pieces: dict[str, list[tuple[bytes, list[DebRecord]]]] = {}
+    archs, all_shas = list(map(attrgetter("arch"), records)), list(map(attrgetter("sha256"), records))
     for arch in architectures:
-        chosen = [record for record in records if record.arch == arch or record.arch == "all"]
-        shas = [record.sha256 for record in chosen]
+        flags = list(map({arch, "all"}.__contains__, archs))
+        chosen, shas = list(compress_by(records, flags)), list(compress_by(all_shas, flags))
         pieces[arch] = [(hashlib.sha256(" ".join([made_of, *shas[start:end]]).encode()).digest(),
                          chosen[start:end]) for start, end in compress.spans(shas)]
     keys = [key for arch_pieces in pieces.values() for key, _member in arch_pieces]
     known = cache.pieces(keys)
-    missing = {key: member for arch_pieces in pieces.values() for key, member in arch_pieces if key not in known}
+    texts = {key: piece.text for key, piece in known.items()}
+    texts.update({key: compress.text([record.stanza for record in member])
+                  for arch_pieces in pieces.values() for key, member in arch_pieces if key not in texts})
+    outputs: dict[str, bytes] = {}
+    live = _live_sha256(previous_dist) if 2 * len(known) < len(texts) else {}
+    to_compress: dict[bytes, bytes] = {}
+    for arch, arch_pieces in pieces.items():
+        base = f"{component}/binary-{arch}/Packages"
+        outputs[base] = b"".join([texts[key] for key, _member in arch_pieces])
+        missing = {key: texts[key] for key, _member in arch_pieces if key not in known}
+        # Pieces not cached (a new cache): the live tree's .gz and .xz do, when they hold this text.
+        if 2 * len(missing) > len(arch_pieces) and live and (
+                reused := _live_compressed(previous_dist, base, outputs[base], live)):
+            outputs.update(reused)
+        else:
+            to_compress.update(missing)
     files: dict[str, dict[str, str | int]] = {}
     with ThreadPoolExecutor(max_workers=2) as pool:  # zlib, lzma and hashlib release the GIL
-        new = list(pool.map(compress.compress_piece, missing,
-                            [compress.text([record.stanza for record in member]) for member in missing.values()]))
+        new = list(pool.map(compress.compress_piece, to_compress, to_compress.values()))
         known.update((piece.key, piece) for piece in new)
-        outputs: dict[str, bytes] = {}
         for arch, arch_pieces in pieces.items():
-            compressed = [known[key] for key, _member in arch_pieces]
-            plain = b"".join([piece.text for piece in compressed])
             base = f"{component}/binary-{arch}/Packages"
-            outputs[base] = plain
-            outputs[f"{base}.gz"] = compress.gzip_file(compressed, plain)
-            outputs[f"{base}.xz"] = compress.xz_file(compressed)
+            if f"{base}.gz" not in outputs:
+                compressed = [known[key] for key, _member in arch_pieces]
+                outputs[f"{base}.gz"] = compress.gzip_file(compressed, outputs[base])
+                outputs[f"{base}.xz"] = compress.xz_file(compressed)
         # Every hash Release lists, remembered by sha256: an architecture the publish did not change
         # costs one sha256 per file, not four hashes.
         digests = dict(zip(outputs, pool.map(_sha256, outputs.values()), strict=True))
@@ -459,6 +476,34 @@ def _write_packages(dist: Path, component: str, architectures: list[str], record
                 link_or_copy(path, by_hash)
         files[relative] = info
     return files
+
+
+def _live_sha256(previous_dist: Path | None) -> dict[str, str]:
+    """name -> sha256 of the index files the live Release lists (empty if there is none)."""
+    if previous_dist is None:
+        return {}
+    try:
+        release = deb822.Release((previous_dist / "Release").read_text())
+        return {entry["name"]: entry["sha256"] for entry in release.get("SHA256", [])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _live_compressed(previous_dist: Path | None, base: str, plain: bytes, live: Mapping[str, str]
+                     ) -> dict[str, bytes] | None:
+    """The live tree's ``base``.gz and .xz, if its Release lists ``plain`` as ``base`` and them as read."""
+    if previous_dist is None or live.get(base) != hashlib.sha256(plain).hexdigest():
+        return None
+    found: dict[str, bytes] = {}
+    for suffix in (".gz", ".xz"):
+        try:
+            data = (previous_dist / f"{base}{suffix}").read_bytes()
+        except OSError:
+            return None
+        if hashlib.sha256(data).hexdigest() != live.get(f"{base}{suffix}"):
+            return None
+        found[f"{base}{suffix}"] = data
+    return found
 
 
 def _sha256(data: bytes) -> bytes:

@@ -26,6 +26,8 @@ import struct
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import compress as compress_by
+from operator import methodcaller
 
 #: A stanza ends a piece when its package's sha256 (hex) starts with one of these: 1 in 128, so pieces
 #: of ~128 stanzas (~60 KB of Packages), 3 % bigger files than one-piece compression, ~1 ms gzip and
@@ -67,7 +69,7 @@ def spans(digests: Sequence[str]) -> list[tuple[int, int]]:
     """Where an index of stanzas is cut into pieces, by content: after each stanza whose package's
     sha256 (``digests``, hex) starts with one of ``PIECE_ENDS``. Adding or removing a stanza then
     changes the one piece it is in (or the two it joins or splits). (start, end) of each piece."""
-    ends = [index + 1 for index, digest in enumerate(digests) if digest.startswith(PIECE_ENDS)]
+    ends = list(compress_by(range(1, len(digests) + 1), map(methodcaller("startswith", PIECE_ENDS), digests)))
     if not ends or ends[-1] != len(digests):
         ends.append(len(digests))
     out: list[tuple[int, int]] = []
