@@ -458,7 +458,7 @@ def test_ar_layout_agrees_with_arfile(debs: dict[str, Path]) -> None:
 
 def _pieces_in_cache(cache: Path) -> set[bytes]:
     with contextlib.closing(sqlite3.connect(cache / "packages.sqlite3")) as db:
-        return {key for (key,) in db.execute("SELECT key FROM index_pieces")}
+        return {key for (key,) in db.execute("SELECT key FROM index_parts")}
 
 
 def test_piecewise_indexes_after_adds_and_a_removal_work_with_apt(

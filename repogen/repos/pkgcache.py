@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
 import sqlite3
+from collections import defaultdict
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -127,12 +129,14 @@ class PackageCache:
                 sha256 TEXT PRIMARY KEY, name TEXT, epoch TEXT, version TEXT, release TEXT, arch TEXT,
                 size INTEGER, pool_path TEXT, primary_xml TEXT, filelists_xml TEXT, other_xml TEXT);
             -- Pieces of index files and their compressions (repos.compress), by what they are made of;
-            -- "used" is when a publish last used one (unix seconds): unused ones are dropped after a while.
-            DROP TABLE IF EXISTS pieces;  -- (their first layout)
-            CREATE TABLE IF NOT EXISTS index_pieces (
-                key BLOB PRIMARY KEY, text BLOB, deflate BLOB, xz_block BLOB, xz_unpadded INTEGER,
-                used INTEGER);
-            -- An index file's size and hashes (JSON), by the sha256 of what it is made of.
+            -- "used" is when a publish last used one (unix seconds): unused ones are dropped after a
+            -- while. Small columns first: a row's blobs spill into overflow pages, read only when asked.
+            DROP TABLE IF EXISTS pieces;  -- (earlier layouts)
+            DROP TABLE IF EXISTS index_pieces;
+            CREATE TABLE IF NOT EXISTS index_parts (
+                key BLOB PRIMARY KEY, used INTEGER, xz_unpadded INTEGER, text BLOB, deflate BLOB, xz_block BLOB);
+            CREATE INDEX IF NOT EXISTS index_parts_used ON index_parts (used);
+            -- An index file's size and hashes (JSON), by its sha256.
             CREATE TABLE IF NOT EXISTS index_files (key BLOB PRIMARY KEY, info TEXT, used INTEGER);
             """
         )
@@ -160,15 +164,12 @@ class PackageCache:
         if not stats:
             return []
         keys = list(map(attrgetter("st_dev", "st_ino", "st_size", "st_mtime_ns"), stats))
-        sizes = sorted({key[2] for key in keys})
-        # Select by size (an indexed prefix would need dev,ino first): read the rows, match in Python.
-        # Each select scans the whole table: more sizes than one select takes, one scan of it all.
-        query = "SELECT dev, ino, size, mtime_ns, sha256 FROM files"
-        if len(sizes) <= 500:
-            query += f" WHERE size IN ({','.join('?' * len(sizes))})"
-        else:
-            sizes = []
-        rows = self._db.execute(query, sizes).fetchall()
+        # The rows of the inode ranges the files are in (files made together have nearby inodes): an
+        # indexed range each, matched in Python; not the rows of other files (the pool's copies, say).
+        rows: list[tuple[int, int, int, int, str]] = []
+        for dev, low, high in _inode_ranges(key[:2] for key in keys):
+            rows += self._db.execute("SELECT dev, ino, size, mtime_ns, sha256 FROM files "
+                                     "WHERE dev = ? AND ino BETWEEN ? AND ?", (dev, low, high)).fetchall()
         found = dict(zip(map(itemgetter(0, 1, 2, 3), rows), map(itemgetter(4), rows), strict=True))
         return list(map(found.get, keys))
 
@@ -241,7 +242,7 @@ class PackageCache:
         out: dict[bytes, Piece] = {}
         for start in range(0, len(wanted), 900):
             chunk = wanted[start:start + 900]
-            query = ("SELECT key, text, deflate, xz_block, xz_unpadded FROM index_pieces "
+            query = ("SELECT key, text, deflate, xz_block, xz_unpadded FROM index_parts "
                      f"WHERE key IN ({','.join('?' * len(chunk))})")
             for row in self._db.execute(query, chunk):
                 out[row[0]] = Piece(*row)
@@ -266,15 +267,15 @@ class PackageCache:
                      max_unused_seconds: int, previous: Future[None] | None) -> None:
         if previous is not None:
             previous.result()
-        self._db.executemany("INSERT OR REPLACE INTO index_pieces VALUES (?, ?, ?, ?, ?, ?)",
-                             [(p.key, p.text, p.deflate, p.xz_block, p.xz_unpadded, now) for p in new])
+        self._db.executemany("INSERT OR REPLACE INTO index_parts VALUES (?, ?, ?, ?, ?, ?)",
+                             [(p.key, now, p.xz_unpadded, p.text, p.deflate, p.xz_block) for p in new])
         self._db.executemany("INSERT OR REPLACE INTO index_files VALUES (?, ?, ?)", files)
         for start in range(0, len(used), 900):
             chunk = used[start:start + 900]
             marks = ",".join("?" * len(chunk))
-            self._db.execute(f"UPDATE index_pieces SET used = ? WHERE used < ? AND key IN ({marks})",
+            self._db.execute(f"UPDATE index_parts SET used = ? WHERE used < ? AND key IN ({marks})",
                              [now, now - 3600, *chunk])  # (at most once an hour: fewer page writes)
-        for table in ("index_pieces", "index_files"):
+        for table in ("index_parts", "index_files"):
             self._db.execute(f"DELETE FROM {table} WHERE used < ?", (now - max_unused_seconds,))
         self._db.commit()
 
@@ -292,6 +293,24 @@ class PackageCache:
     def commit(self) -> None:
         self._wait()
         self._db.commit()
+
+
+def _inode_ranges(files: Iterable[tuple[int, int]], gap: int = 4096, most: int = 64) -> list[tuple[int, int, int]]:
+    """(dev, lowest, highest inode) covering every (dev, inode) given: runs split where inodes are
+    more than ``gap`` apart, at most ``most`` of them (the closest runs are merged)."""
+    ranges: list[tuple[int, int, int]] = []
+    by_dev: dict[int, list[int]] = defaultdict(list)
+    for dev, ino in files:
+        by_dev[dev].append(ino)
+    for dev, inodes in by_dev.items():
+        inodes.sort()
+        cuts = sorted((b - a, i) for i, (a, b) in enumerate(itertools.pairwise(inodes)) if b - a > gap)
+        ends = sorted(i for _size, i in cuts[-most:])  # the widest gaps
+        start = 0
+        for end in [*ends, len(inodes) - 1]:
+            ranges.append((dev, inodes[start], inodes[end]))
+            start = end + 1
+    return ranges
 
 
 def _table(kind: type[Any]) -> str:
