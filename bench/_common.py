@@ -74,13 +74,13 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
 
 class LocalServer:
-    """A threaded static file server on 127.0.0.1 (free port) that counts requests per path."""
+    """A threaded static file server on 127.0.0.1 (``port``, default a free one) that counts requests per path."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, port: int = 0) -> None:
         self.counts: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
         handler = functools.partial(_Handler, counts=self.counts, lock=self._lock, directory=str(directory))
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="bench-http", daemon=True)
         self.thread.start()
