@@ -268,14 +268,17 @@ cache_option = click.option(
          "The endpoint and credentials come from boto3's usual chain (AWS_ENDPOINT_URL, AWS_PROFILE, ...).")
 
 
-def _remote_cache(config: Config, cache_url: str | None, *, check: bool = True) -> Any:
-    """The remote cache named on the command line or in kernels.yaml, checked reachable; or None."""
+def _remote_cache(ctx: Ctx, config: Config, cache_url: str | None, *, check: bool = True) -> Any:
+    """The remote cache named on the command line or in kernels.yaml, checked reachable; or None.
+    Copies of its index are kept in the home when there is one (a cache, as the config cache)."""
     url = cache_url or config.cache
     if not url:
         return None
     from repogen.remote_cache import RemoteCache
 
-    remote = RemoteCache.from_url(url, warn=lambda m: err.print(styled(("warning:", "yellow"), f" {m}")))
+    local = ctx.home.remote_index if ctx.home_path.is_dir() else None
+    remote = RemoteCache.from_url(url, warn=lambda m: err.print(styled(("warning:", "yellow"), f" {m}")),
+                                  local=local)
     if check:
         remote.check()
     return remote
@@ -304,7 +307,7 @@ def plan(ctx: Ctx, only: tuple[str, ...], shard: str | None, changed_since: str 
     ids = {} if check_images else ctx.home.store.toolchain_ids()
     if not ids:
         _, _, ids = _image_ids(ctx, required=False)
-    remote = _remote_cache(config, cache_url, check=False)  # reading the index says what is wrong
+    remote = _remote_cache(ctx, config, cache_url, check=False)  # reading the index says what is wrong
     remote_keys = remote.built_keys({(j.driver.name, j.driver.version) for j in jobs}) if remote else set()
     planned = make_plan(ctx.home, jobs, ids or {}, remote_keys)
     counts = Counter(p.state for p in planned)
@@ -388,7 +391,7 @@ def build(ctx: Ctx, only: tuple[str, ...], shard: str | None, changed_since: str
                          hint="`repogen plan --all` lists every job with its fields")
     for text in missed:
         warn(f"--rebuild {text!r} matches no job")
-    remote = _remote_cache(config, cache_url)
+    remote = _remote_cache(ctx, config, cache_url)
     if dask_scheduler and remote is None:
         raise UsageError("--dask needs a shared build cache (--cache s3://BUCKET/PREFIX or `cache:` in "
                          "kernels.yaml): the workers' artifacts go there")
@@ -734,7 +737,7 @@ def _run_publish(ctx: Ctx, site: Path, debs: tuple[str, ...], rpms: tuple[str, .
     if signer is None:
         err.print(styled(("note:", "yellow"), " no signing key configured: SHA256SUMS and the repositories are "
                          "unsigned (apt needs [trusted=yes], dnf gpgcheck=0 to accept them)"))
-    remote = _remote_cache(config, cache_url)
+    remote = _remote_cache(ctx, config, cache_url)
     if remote is not None and not ctx.home.store.toolchain_ids():
         _image_ids(ctx, required=False)  # build keys of what was built elsewhere need the toolchain ids
     locks.notify_waits(lambda message: err.print(styled(("note:", "yellow"), f" {message}")))

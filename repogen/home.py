@@ -34,6 +34,7 @@ class Home:
         self.logs = self.path / "logs"
         self.work = self.path / "work"
         self.config_cache = self.path / "cache" / "config"
+        self.remote_index = self.path / "cache" / "remote-index"  # copies of the remote build cache's index
 
     def _cache(self, name: str, make: Callable[[], T]) -> T:
         """One instance per home, made on first use (build threads may ask at once)."""
@@ -68,7 +69,7 @@ class Home:
         """Remove what runs killed mid-way left (partial downloads, staging and work directories);
         a live run's scratch is never touched. Returns how many entries were removed."""
         scratch_dirs = [self.downloads.root, self.headers.root, self.sources.root, self.prepared, self.work,
-                        self.path / "cache" / "recipes", self.store.objects]
+                        self.path / "cache" / "recipes", self.remote_index, self.store.objects]
         removed = sum(locks.sweep(d, keep=lambda entry: (entry / KEEP_MARK).exists()) for d in scratch_dirs)
         if self.store.objects.is_dir():
             removed += sum(locks.sweep(d) for d in self.store.objects.iterdir() if d.is_dir())

@@ -11,10 +11,13 @@ Layout under ``s3://BUCKET/PREFIX/``::
 ``build`` looks up the action cache before compiling (a hit downloads the artifact, checks its sha256
 and records it locally) and pushes what it built: the artifact first, then the action-cache entry, so
 an entry never names a missing artifact. ``plan`` answers from the index without a request per job:
-one listing of ``gen/``, one GET of the newest generation, one listing of ``log/`` and a GET per log
-object not yet compacted, per driver version. Whoever reads more than :data:`COMPACT_AFTER` log
-objects writes the next generation with a conditional PUT (``If-None-Match: *``: one writer wins) and
-deletes the log objects the previous generation had already absorbed.
+one listing of ``index/<name>/<version>/`` per driver version (in parallel), then a GET of the newest
+generation and of each log object not yet compacted, unless the home holds a parsed copy of that
+object with the ETag the listing shows (index objects are written once under their names, so that
+is the common case: a plan of an unchanged cache downloads nothing but the listings). Whoever reads
+more than :data:`COMPACT_AFTER` log objects writes the next generation with a conditional PUT
+(``If-None-Match: *``: one writer wins) and deletes the log objects the previous generation had
+already absorbed.
 
 Before compiling, a machine takes the key's lease with a conditional PUT (``If-None-Match: *``); a
 machine that finds it taken waits for the holder's entry instead of compiling the same thing, and
@@ -47,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repogen import s3
+from repogen import atomic, s3
 from repogen.model import Job
 from repogen.store import BuildRecord, Store
 
@@ -61,6 +64,7 @@ KEEP_GENERATIONS = 3
 #: How often a machine waiting for another's build of the same key looks again.
 LEASE_POLL_SECONDS = 2.0
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_HEX_DIGITS = re.compile(r"[0-9a-f]*")
 #: Fields of a build record that travel in an action-cache entry (machine-local ones stay home).
 _RECORD_FIELDS = ("image_id", "toolchain", "vermagic", "kernel_release", "kernel_config_sha256", "inputs",
                   "started_at", "finished_at", "seconds")
@@ -89,6 +93,90 @@ class Stats:
 
 
 @dataclass
+class _IndexObject:
+    """One index object, parsed and checked: a generation (its number, keys and the log objects it
+    absorbed) or a log object (generation 0, keys). ``keys`` belongs to whoever asked for it."""
+
+    generation: int
+    keys: set[str]
+    absorbed: frozenset[str] = frozenset()
+
+
+class _LocalCopies:
+    """Parsed copies of index objects in the home (``cache/remote-index/``), one file per object and ETag.
+
+    A file is its own sha256 (first line), a JSON header (object key, ETag, generation, absorbed logs)
+    and the keys, one per line: loading 20,000 keys takes a few milliseconds, against ~25 ms for
+    decompressing and checking the JSON generation. A copy that does not match its digest is removed
+    and the object downloaded again. Writes are atomic; failures to write only cost a download later.
+    """
+
+    MAGIC = b"repogen-index-copy 1 "
+
+    def __init__(self, root: Path | None, location: str) -> None:
+        self.root = root
+        self._cache = hashlib.sha256(location.encode()).hexdigest()[:16]
+
+    def _prefix(self, name: str, version: str) -> str:
+        driver = hashlib.sha256("\0".join((name, version)).encode()).hexdigest()[:16]
+        return f"{self._cache}-{driver}-"
+
+    def path(self, name: str, version: str, key: str, etag: str) -> Path | None:
+        if self.root is None:
+            return None
+        digest = hashlib.sha256("\0".join((key, etag)).encode()).hexdigest()[:32]
+        return self.root / (self._prefix(name, version) + digest)
+
+    def load(self, name: str, version: str, obj: s3.ObjectInfo) -> _IndexObject | None:
+        where = self.path(name, version, obj.key, obj.etag)
+        if where is None or not obj.etag:
+            return None
+        try:
+            data = where.read_bytes()
+        except OSError:
+            return None
+        first, _, rest = data.partition(b"\n")
+        header_line, _, body = rest.partition(b"\n")
+        try:
+            header = json.loads(header_line) if first == self.MAGIC + hashlib.sha256(rest).hexdigest().encode() \
+                else None
+            if not isinstance(header, dict) or header.get("key") != obj.key or header.get("etag") != obj.etag:
+                raise ValueError("not this object")
+            keys = set(body.decode("ascii").split("\n")) if body else set()
+            return _IndexObject(int(header["generation"]), keys, frozenset(header["absorbed"]))
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError):
+            log.warning("dropping a damaged local copy of the build cache index: %s", where)
+            where.unlink(missing_ok=True)
+            return None
+
+    def save(self, name: str, version: str, key: str, etag: str, parsed: _IndexObject) -> Path | None:
+        where = self.path(name, version, key, etag)
+        if where is None or not etag:
+            return None
+        header = json.dumps({"key": key, "etag": etag, "generation": parsed.generation,
+                             "absorbed": sorted(parsed.absorbed)}).encode()
+        rest = header + b"\n" + "\n".join(parsed.keys).encode()
+        try:
+            atomic.write_file(where, self.MAGIC + hashlib.sha256(rest).hexdigest().encode() + b"\n" + rest)
+        except OSError as exc:
+            log.warning("could not keep a local copy of the build cache index (%s): %s", where, exc)
+            return None
+        return where
+
+    def prune(self, name: str, version: str, keep: set[Path]) -> None:
+        """Remove this driver version's copies of objects no longer listed (compacted, deleted)."""
+        if self.root is None:
+            return
+        prefix = self._prefix(name, version)
+        try:
+            stale = [e for e in self.root.iterdir() if e.name.startswith(prefix) and e not in keep]
+        except OSError:
+            return
+        for entry in stale:
+            entry.unlink(missing_ok=True)
+
+
+@dataclass
 class _Partition:
     """What one driver version's index says: its keys, and the objects that said it."""
 
@@ -105,10 +193,15 @@ class RemoteCache:
     """The cache at one ``s3://BUCKET/PREFIX``; safe to use from threads (boto3 clients are)."""
 
     def __init__(self, location: s3.S3Location, client: Any | None = None, *,
-                 warn: Callable[[str], None] | None = None) -> None:
+                 warn: Callable[[str], None] | None = None, local: Path | None = None) -> None:
+        """``local``: where to keep parsed copies of the index (the home's ``cache/remote-index``);
+        None keeps none (a read-only command without a home)."""
         self.location = location
         self._client = client
         self._client_lock = threading.Lock()
+        self._reader: s3.SignedReader | None = None
+        self._reader_tried = client is not None  # a client given: use it for everything
+        self._copies = _LocalCopies(local, str(location))
         self.stats = Stats()
         self._warn_callback = warn
         self._lock = threading.Lock()
@@ -117,8 +210,9 @@ class RemoteCache:
         self._oldest_pending = 0.0
 
     @classmethod
-    def from_url(cls, url: str, *, warn: Callable[[str], None] | None = None) -> RemoteCache:
-        return cls(s3.location(url), warn=warn)
+    def from_url(cls, url: str, *, warn: Callable[[str], None] | None = None,
+                 local: Path | None = None) -> RemoteCache:
+        return cls(s3.location(url), warn=warn, local=local)
 
     @property
     def url(self) -> str:
@@ -174,6 +268,54 @@ class RemoteCache:
             if s3.is_missing(exc):
                 return None
             raise
+
+    def _signed_reader(self) -> s3.SignedReader | None:
+        """The lean read path while no boto3 client exists (``plan``: see :class:`repogen.s3.SignedReader`)."""
+        with self._client_lock:
+            if self._client is not None:
+                return None
+            if not self._reader_tried:
+                self._reader_tried = True
+                try:
+                    self._reader = s3.SignedReader.create()
+                except Exception as exc:  # a configuration boto3 will explain
+                    log.debug("no signed reader: %s", exc)
+            return self._reader
+
+    def _fell_back(self, exc: BaseException) -> None:
+        log.debug("build cache %s: the signed reader falls back to boto3: %s", self.location, exc)
+        with self._client_lock:
+            self._reader = None
+
+    def _list_objects(self, prefix: str) -> list[s3.ObjectInfo]:
+        """Keys, ETags and sizes under ``prefix``."""
+        reader = self._signed_reader()
+        if reader is not None:
+            try:
+                return reader.list(self.location.bucket, prefix)
+            except s3.Fallback as exc:
+                self._fell_back(exc)
+        found: list[s3.ObjectInfo] = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.location.bucket, Prefix=prefix):
+            found.extend(s3.ObjectInfo(o["Key"], str(o.get("ETag", "")), int(o.get("Size", -1)))
+                         for o in page.get("Contents", []))
+        return found
+
+    def _get_tagged(self, key: str) -> tuple[bytes, str] | None:
+        """An object's bytes and ETag, None when it is missing."""
+        reader = self._signed_reader()
+        if reader is not None:
+            try:
+                return reader.get(self.location.bucket, key)
+            except s3.Fallback as exc:
+                self._fell_back(exc)
+        try:
+            response = self.client.get_object(Bucket=self.location.bucket, Key=key)
+        except Exception as exc:
+            if s3.is_missing(exc):
+                return None
+            raise
+        return bytes(response["Body"].read()), str(response.get("ETag", ""))
 
     def _list(self, prefix: str) -> list[str]:
         keys: list[str] = []
@@ -420,38 +562,65 @@ class RemoteCache:
 
     def _read(self, name: str, version: str) -> _Partition:
         part = _Partition(name, version)
-        generations = sorted(self._list(self._index(name, version, "gen") + "/"), reverse=True)
-        for where in generations:
-            data = self._get(where)
-            if data is None:  # removed by a compaction in between: take the next one
-                continue
+        base = self._index(name, version)
+        listing = self._list_objects(base + "/")
+        generations = sorted((o for o in listing if o.key.startswith(base + "/gen/") and o.key.endswith(".json.gz")),
+                             key=lambda o: o.key, reverse=True)
+        logs = [o for o in listing if o.key.startswith(base + "/log/")]
+        used: set[Path] = set()
+        fetched = False
+
+        def load(obj: s3.ObjectInfo, parse: Callable[[bytes], _IndexObject]) -> _IndexObject | None:
+            nonlocal fetched
+            parsed = self._copies.load(name, version, obj)
+            etag = obj.etag
+            if parsed is None:
+                got = self._get_tagged(obj.key)
+                if got is None:  # removed by a compaction in between
+                    return None
+                data, etag = got
+                parsed = parse(data)  # a ValueError says what is wrong with it
+                self._copies.save(name, version, obj.key, etag, parsed)
+                fetched = True
+            where = self._copies.path(name, version, obj.key, etag)
+            if where is not None:
+                used.add(where)
+            return parsed
+
+        for obj in generations:
             try:
-                generation, keys, absorbed = _parse_generation(data)
+                generation = load(obj, _parse_generation)
             except ValueError as exc:
-                self.warn(f"corrupt build cache index s3://{self.location.bucket}/{where}: {exc}; "
+                self.warn(f"corrupt build cache index s3://{self.location.bucket}/{obj.key}: {exc}; "
                            "rebuilding it from a listing")
                 part.unreadable = True
                 break
-            part.generation, part.keys, part.absorbed = generation, keys, absorbed
-            break
-        part.logs = self._list(self._index(name, version, "log") + "/")
-        for where in part.logs:
-            if where in part.absorbed:
+            if generation is None:
                 continue
-            data = self._get(where)
+            part.generation, part.keys, part.absorbed = generation.generation, generation.keys, set(generation.absorbed)
+            break
+        part.logs = [o.key for o in logs]
+        for obj in logs:
+            if obj.key in part.absorbed:
+                continue
             try:
-                part.keys |= _parse_log(data) if data is not None else set()
+                entry = load(obj, _parse_log)
             except ValueError as exc:
-                self.warn(f"corrupt build cache index log s3://{self.location.bucket}/{where}: {exc}; "
+                self.warn(f"corrupt build cache index log s3://{self.location.bucket}/{obj.key}: {exc}; "
                            "rebuilding the index from a listing")
                 part.unreadable = True
+                continue
+            if entry is not None:
+                part.keys |= entry.keys
+        if fetched:
+            self._copies.prune(name, version, used)
         if part.unreadable:
             # Truth is in ac/: one listing (a page per 1,000 entries) rebuilds the whole index.
             prefix = self._ac_key(name, version, "x")[:-len("x.json")]
             part.keys = {k[len(prefix):-len(".json")] for k in self._list(prefix) if k.endswith(".json")}
             part.keys = {k for k in part.keys if _HEX64.fullmatch(k)}
             if generations and not part.generation:
-                part.generation = max(_generation_number(g) for g in generations)
+                part.generation = max(_generation_number(g.key) for g in generations)
         return part
 
     def _compact(self, part: _Partition) -> None:
@@ -462,12 +631,15 @@ class RemoteCache:
                                          "absorbed": absorbed}, separators=(",", ":")).encode(), 5)
         where = self._index(part.name, part.version, "gen", f"{number:010d}.json.gz")
         try:
-            self.client.put_object(Bucket=self.location.bucket, Key=where, Body=body, IfNoneMatch="*",
-                                   ContentType="application/json", ContentEncoding="gzip")
+            response = self.client.put_object(Bucket=self.location.bucket, Key=where, Body=body, IfNoneMatch="*",
+                                              ContentType="application/json", ContentEncoding="gzip")
         except Exception as exc:
             if s3.error_code(exc) in s3.PRECONDITION:
                 return  # another reader compacted first; its generation is as good
             raise
+        # The next plan here lists it with this ETag and need not download what it just wrote.
+        self._copies.save(part.name, part.version, where, str(response.get("ETag", "")),
+                          _IndexObject(number, set(part.keys), frozenset(absorbed)))
         # Log objects the previous generation absorbed are in this one too: readers of either have them.
         stale = sorted(set(part.logs) & part.absorbed)
         older = [g for g in self._list(self._index(part.name, part.version, "gen") + "/")
@@ -521,7 +693,7 @@ def _parse_entry(data: bytes, build_key: str) -> Entry:
     return Entry(build_key, str(obj.get("job_id", "")), digest, size, record)
 
 
-def _parse_generation(data: bytes) -> tuple[int, set[str], set[str]]:
+def _parse_generation(data: bytes) -> _IndexObject:
     try:
         obj = json.loads(gzip.decompress(data))
     except (OSError, EOFError, ValueError, UnicodeDecodeError) as exc:
@@ -531,20 +703,34 @@ def _parse_generation(data: bytes) -> tuple[int, set[str], set[str]]:
     keys, absorbed, number = obj.get("keys"), obj.get("absorbed"), obj.get("generation")
     if not isinstance(keys, list) or not isinstance(absorbed, list) or not isinstance(number, int):
         raise ValueError("missing keys, absorbed or generation")
-    if not all(isinstance(k, str) and _HEX64.fullmatch(k) for k in keys):
+    checked = _build_keys(keys)
+    if checked is None:
         raise ValueError("a key is not a build key")
-    return number, set(keys), {str(a) for a in absorbed}
+    return _IndexObject(number, checked, frozenset(str(a) for a in absorbed))
 
 
-def _parse_log(data: bytes) -> set[str]:
+def _parse_log(data: bytes) -> _IndexObject:
     try:
         obj = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"malformed JSON ({exc})") from None
-    keys = obj.get("keys") if isinstance(obj, dict) else None
-    if not isinstance(keys, list) or not all(isinstance(k, str) and _HEX64.fullmatch(k) for k in keys):
+    keys = _build_keys(obj.get("keys")) if isinstance(obj, dict) else None
+    if keys is None:
         raise ValueError("not a list of build keys")
-    return set(keys)
+    return _IndexObject(0, keys)
+
+
+def _build_keys(value: object) -> set[str] | None:
+    """``value`` as a set of build keys (64 lower-case hex digits each), or None if it is not one."""
+    if not isinstance(value, list):
+        return None
+    try:
+        joined = "".join(value)  # a TypeError when one is not text
+    except TypeError:
+        return None
+    if value and (set(map(len, value)) != {64} or not _HEX_DIGITS.fullmatch(joined)):
+        return None
+    return set(value)
 
 
 def _short(exc: BaseException) -> str:

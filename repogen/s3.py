@@ -76,6 +76,124 @@ def client(endpoint_url: str | None = None, *, max_pool: int = 32) -> Any:
     return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
 
 
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One object of a listing: its key, ETag (as S3 sends it, quotes included) and size."""
+
+    key: str
+    etag: str
+    size: int
+
+
+class Fallback(Exception):
+    """The :class:`SignedReader` met an answer it does not handle (an error, a redirect, a connection
+    failure): the caller does the same through boto3's client, which retries, follows or explains it."""
+
+
+#: Commercial AWS regions (``eu-west-1``...): their S3 endpoint is ``s3.<region>.amazonaws.com``.
+_AWS_REGION = re.compile(r"(?!cn-|us-gov-|us-iso)[a-z]{2}(-[a-z]+)+-\d{1,2}")
+_S3_XML = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+
+
+class SignedReader:
+    """ListObjectsV2 and GetObject for read-only paths that must start fast (``plan --cache``).
+
+    boto3's client costs ~0.15 s before its first request (the S3 service model and endpoint rules
+    it loads); this uses only botocore's credential chain, its SigV4 signer and its HTTP session, on the
+    same path-style URLs the client uses (:func:`client`). It does not retry, redirect or explain:
+    any answer but the expected ones raises :class:`Fallback`.
+    """
+
+    def __init__(self, endpoint: str, region: str, credentials: Any, http: Any) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self.region = region
+        self._credentials = credentials
+        self._http = http
+
+    @classmethod
+    def create(cls, endpoint_url: str | None = None) -> SignedReader | None:
+        """A reader for the configured endpoint, or None when the configuration asks for what only the
+        full client does (no credentials, FIPS or dual-stack endpoints, another partition, an ``s3``
+        section in the profile, ``ignore_configured_endpoint_urls``)."""
+        import os
+
+        import botocore.session
+        from botocore.configprovider import ConfiguredEndpointProvider
+        from botocore.httpsession import URLLib3Session
+        from botocore.utils import get_environ_proxies
+
+        session = botocore.session.Session()
+        credentials = session.get_credentials()
+        if credentials is None or session.get_config_variable("ignore_configured_endpoint_urls"):
+            return None
+        if any(session.get_config_variable(v) for v in ("use_fips_endpoint", "use_dualstack_endpoint")):
+            return None
+        if session.get_scoped_config().get("s3"):
+            return None
+        region = session.get_config_variable("region")
+        endpoint = endpoint_url or ConfiguredEndpointProvider(
+            full_config=session.full_config, scoped_config=session.get_scoped_config(), client_name="s3").provide()
+        if not endpoint:
+            if not region or not _AWS_REGION.fullmatch(region):
+                return None
+            endpoint = f"https://s3.{region}.amazonaws.com"
+        if not endpoint.startswith(("http://", "https://")):
+            return None
+        verify = session.get_config_variable("ca_bundle") or os.environ.get("REQUESTS_CA_BUNDLE") or True
+        http = URLLib3Session(verify=verify, proxies=get_environ_proxies(endpoint), timeout=(10, 60))
+        return cls(endpoint, region or "us-east-1", credentials, http)
+
+    def _send(self, path: str, query: dict[str, str] | None = None) -> Any:
+        from urllib.parse import quote
+
+        from botocore.auth import S3SigV4Auth
+        from botocore.awsrequest import AWSRequest
+
+        url = self.endpoint + quote(path, safe="/~")
+        if query:
+            url += "?" + "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(query.items()))
+        request = AWSRequest(method="GET", url=url, headers={})
+        S3SigV4Auth(self._credentials.get_frozen_credentials(), "s3", self.region).add_auth(request)
+        try:
+            return self._http.send(request.prepare())
+        except Exception as exc:  # botocore's connection errors: the client retries and explains them
+            raise Fallback(str(exc)) from exc
+
+    def list(self, bucket: str, prefix: str, *, max_pages: int = 100) -> list[ObjectInfo]:
+        """Every object under ``prefix`` (a page per 1,000 objects, at most ``max_pages`` pages)."""
+        import xml.etree.ElementTree as ElementTree
+        from urllib.parse import unquote
+
+        found: list[ObjectInfo] = []
+        query = {"list-type": "2", "prefix": prefix, "encoding-type": "url"}
+        for _ in range(max_pages):
+            response = self._send(f"/{bucket}", query)
+            if response.status_code != 200:
+                raise Fallback(f"listing answered HTTP {response.status_code}")
+            try:
+                root = ElementTree.fromstring(response.content)
+                for item in root.iter(f"{_S3_XML}Contents"):
+                    found.append(ObjectInfo(unquote(item.findtext(f"{_S3_XML}Key") or ""),
+                                            item.findtext(f"{_S3_XML}ETag") or "",
+                                            int(item.findtext(f"{_S3_XML}Size") or -1)))
+            except (ElementTree.ParseError, ValueError) as exc:
+                raise Fallback(f"unreadable listing ({exc})") from None
+            token = root.findtext(f"{_S3_XML}NextContinuationToken")
+            if root.findtext(f"{_S3_XML}IsTruncated") != "true" or not token:
+                return found
+            query = {**query, "continuation-token": token}
+        raise Fallback(f"more than {max_pages} pages under {prefix}")
+
+    def get(self, bucket: str, key: str) -> tuple[bytes, str] | None:
+        """The object's bytes and ETag; None when it does not exist (deleted since a listing)."""
+        response = self._send(f"/{bucket}/{key}")
+        if response.status_code == 200:
+            return bytes(response.content), str(response.headers.get("ETag", ""))
+        if response.status_code == 404 and b"<Code>NoSuchKey</Code>" in response.content:
+            return None
+        raise Fallback(f"GET answered HTTP {response.status_code}")
+
+
 def error_code(exc: BaseException) -> str | None:
     """S3's error code (``NoSuchKey``, ``PreconditionFailed``, ``404``...) or None if not from S3."""
     response = getattr(exc, "response", None)

@@ -271,12 +271,35 @@ def test_plan_answers_from_the_cache_in_a_few_requests(
     assert first.json["counts"] == {"cached": jobs}
     assert any(method == "PUT" and "/gen/" in path for method, path, _ in s3.requests), s3.requests
 
-    # Now one generation: a listing of gen/, its GET and a listing of log/, whatever the job count.
+    # Now one generation, and this home keeps a copy of it (it wrote it): one listing, whatever the
+    # job count. A home without a copy lists and downloads the generation once, then only lists.
     s3.reset()
     second = _run(repogen, s3, "plan", "--cache", cache, "--json")
     assert second.json["counts"] == {"cached": jobs}
-    assert len(s3.requests) == 3, s3.requests
-    assert all(method == "GET" for method, _, _ in s3.requests)
+    assert s3.requests == [("GET", f"/{bucket}", s3.requests[0][2])], s3.requests
+    assert "list-type=2" in s3.requests[0][2]
+    other = Repogen(tmp_path / "other", config)
+    from repogen.home import Home
+
+    # Another home with the same builder images (so the same build keys) and no copy of the index.
+    seeded = Home(home).store
+    Home(tmp_path / "other").store.record_images(seeded.image_ids(), seeded.toolchain_ids())
+    for expected in (2, 1):
+        s3.reset()
+        assert _run(other, s3, "plan", "--cache", cache, "--json").json["counts"] == {"cached": jobs}
+        assert len(s3.requests) == expected, s3.requests
+        assert all(method == "GET" for method, _, _ in s3.requests)
+
+    # A damaged local copy is detected by its digest, dropped and downloaded again.
+    copies = sorted((tmp_path / "other" / "cache" / "remote-index").iterdir())
+    assert len(copies) == 1
+    damaged = bytearray(copies[0].read_bytes())
+    damaged[-10] ^= 0x01
+    copies[0].write_bytes(bytes(damaged))
+    s3.reset()
+    assert _run(other, s3, "plan", "--cache", cache, "--json").json["counts"] == {"cached": jobs}
+    assert len(s3.requests) == 2, s3.requests
+    assert copies[0].read_bytes() != bytes(damaged)
 
     # A new push lands in a small log object that the next plan reads: one request more.
     from repogen import s3 as s3_mod
@@ -308,7 +331,71 @@ def test_plan_answers_from_the_cache_in_a_few_requests(
     s3.reset()
     third = _run(added, s3, "plan", "--cache", cache, "--json")
     assert third.json["counts"] == {"cached": jobs + len(new)}
-    assert len(s3.requests) == 4, s3.requests
+    assert len(s3.requests) == 2, s3.requests  # the listing, the new log object
+
+    # The generation replaced in the bucket by garbage: its new ETag means the home's copy of the old
+    # bytes is not used, and the garbage is reported, never served. The index is rebuilt from the
+    # action-cache entries, and only the pushed jobs have one (the seed wrote index keys only).
+    client = s3.client()
+    generation = max(o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="p/index/")["Contents"]
+                     if "/gen/" in o["Key"])
+    client.put_object(Bucket=bucket, Key=generation, Body=b"\x1f\x8b garbage")
+    broken = _run(added, s3, "plan", "--cache", cache, "--json")
+    assert broken.code == 0, broken.err
+    assert "corrupt build cache index" in broken.err
+    assert broken.json["counts"] == {"cached": len(new), "missing": jobs}, broken.json["counts"]
+
+
+def test_plan_reads_the_index_without_boto3s_client(tmp_path: Path, s3: CountingMotoServer, bucket: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The signed reader (botocore's signer, no service model) answers plan; errors fall back to boto3."""
+    from repogen import s3 as s3_mod
+
+    cache = f"s3://{bucket}/lean"
+    config = _fake_matrix(tmp_path, 20)
+    jobs = _seed(tmp_path / "seed", config, s3, cache, logs=2)
+    for name, value in s3.env.items():
+        monkeypatch.setenv(name, value)
+    reader = remote_cache.RemoteCache(s3_mod.parse_url(cache), local=tmp_path / "copies")
+    keys = reader.built_keys({(NAME, VERSION)})
+    assert len(keys) == jobs
+    assert reader._client is None and reader._reader is not None  # no boto3 client was made
+    assert len(list((tmp_path / "copies").iterdir())) == 2  # the two log objects, parsed
+
+    missing = remote_cache.RemoteCache(s3_mod.parse_url("s3://no-such-bucket-here/x"))
+    with pytest.raises(s3_mod.S3Error, match="the bucket does not exist"):
+        missing.built_keys({(NAME, VERSION)})
+    assert missing._client is not None  # the 404 NoSuchBucket went to boto3, which explained it
+
+
+def test_signed_reader_takes_only_what_it_can_sign(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from repogen import s3 as s3_mod
+
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_USE_FIPS_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-3")
+    reader = s3_mod.SignedReader.create()
+    assert reader is not None and (reader.endpoint, reader.region) == ("https://s3.eu-west-3.amazonaws.com",
+                                                                       "eu-west-3")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9000/")
+    reader = s3_mod.SignedReader.create()
+    assert reader is not None and reader.endpoint == "http://127.0.0.1:9000"
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
+    for region in ("cn-north-1", "us-gov-west-1"):  # other partitions, other host names: boto3 knows them
+        monkeypatch.setenv("AWS_DEFAULT_REGION", region)
+        assert s3_mod.SignedReader.create() is None
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-3")
+    monkeypatch.setenv("AWS_USE_FIPS_ENDPOINT", "true")
+    assert s3_mod.SignedReader.create() is None
+    monkeypatch.delenv("AWS_USE_FIPS_ENDPOINT")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    assert s3_mod.SignedReader.create() is None  # no credentials: boto3 says so in its own words
 
 
 def test_cache_errors_are_one_clean_line(tmp_path: Path, s3: CountingMotoServer, bucket: str) -> None:
