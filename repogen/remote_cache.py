@@ -186,6 +186,7 @@ class _Partition:
     keys: set[str] = field(default_factory=set)
     absorbed: set[str] = field(default_factory=set)  # log objects the generation already holds
     logs: list[str] = field(default_factory=list)  # log objects present now
+    generations: list[str] = field(default_factory=list)  # generation objects present now, newest first
     unreadable: bool = False
 
 
@@ -542,12 +543,16 @@ class RemoteCache:
                            f"{_short(exc)}")
 
     def built_keys(self, drivers: Iterable[tuple[str, str]]) -> set[str]:
-        """Every build key in the cache for these (name, version) driver versions, a few requests each."""
+        """Every build key in the cache for these (name, version) driver versions: one listing per driver
+        name (all its versions at once), and downloads only of index objects the home has no copy of."""
         wanted = sorted(set(drivers))
+        names = sorted({name for name, _ in wanted})
         keys: set[str] = set()
         try:
             with ThreadPoolExecutor(max_workers=min(8, max(1, len(wanted)))) as pool:
-                parts = list(pool.map(lambda d: self._read(*d), wanted))
+                listings = dict(zip(names, pool.map(lambda n: self._list_objects(self.location.key("index", n) + "/"),
+                                                    names), strict=True))
+                parts = list(pool.map(lambda d: self._read(*d, listing=listings[d[0]]), wanted))
         except Exception as exc:
             raise s3.explain(exc, self.location, "reading the build cache index") from None
         for part in parts:
@@ -560,15 +565,46 @@ class RemoteCache:
                                f"{part.version}: {_short(exc)}")
         return keys
 
-    def _read(self, name: str, version: str) -> _Partition:
+    def _read(self, name: str, version: str, *, listing: list[s3.ObjectInfo] | None = None) -> _Partition:
+        """One driver version's index, from ``listing`` (of its objects or more) or a listing of its own.
+
+        A log object that vanished between the listing and its GET was absorbed by a newer generation
+        and deleted (see :meth:`_compact`): list again and read that generation (at most 3 times)."""
+        base = self._index(name, version) + "/"
+        part = _Partition(name, version)
+        for _ in range(3):
+            if listing is None:
+                listing = self._list_objects(base)
+            part, complete = self._read_listed(name, version, [o for o in listing if o.key.startswith(base)])
+            if complete:
+                break
+            listing = None
+        else:
+            self.warn(f"build cache {self.location}: the index of {name} {version} kept changing while read; "
+                       "rebuilding it from a listing")
+            part.unreadable = True
+        if part.unreadable:
+            # Truth is in ac/: one listing (a page per 1,000 entries) rebuilds the whole index.
+            prefix = self._ac_key(name, version, "x")[:-len("x.json")]
+            part.keys = {k[len(prefix):-len(".json")] for k in self._list(prefix) if k.endswith(".json")}
+            part.keys = {k for k in part.keys if _HEX64.fullmatch(k)}
+            if part.generations and not part.generation:
+                part.generation = max(_generation_number(g) for g in part.generations)
+        return part
+
+    def _read_listed(self, name: str, version: str, listing: list[s3.ObjectInfo]) -> tuple[_Partition, bool]:
+        """The partition these objects make (newest readable generation plus the log objects it did not
+        absorb), and whether every log object it needed was still there."""
         part = _Partition(name, version)
         base = self._index(name, version)
-        listing = self._list_objects(base + "/")
         generations = sorted((o for o in listing if o.key.startswith(base + "/gen/") and o.key.endswith(".json.gz")),
                              key=lambda o: o.key, reverse=True)
         logs = [o for o in listing if o.key.startswith(base + "/log/")]
+        part.generations = [o.key for o in generations]
+        part.logs = [o.key for o in logs]
         used: set[Path] = set()
         fetched = False
+        complete = True
 
         def load(obj: s3.ObjectInfo, parse: Callable[[bytes], _IndexObject]) -> _IndexObject | None:
             nonlocal fetched
@@ -599,7 +635,6 @@ class RemoteCache:
                 continue
             part.generation, part.keys, part.absorbed = generation.generation, generation.keys, set(generation.absorbed)
             break
-        part.logs = [o.key for o in logs]
         for obj in logs:
             if obj.key in part.absorbed:
                 continue
@@ -610,18 +645,13 @@ class RemoteCache:
                            "rebuilding the index from a listing")
                 part.unreadable = True
                 continue
-            if entry is not None:
+            if entry is None:
+                complete = False
+            else:
                 part.keys |= entry.keys
         if fetched:
             self._copies.prune(name, version, used)
-        if part.unreadable:
-            # Truth is in ac/: one listing (a page per 1,000 entries) rebuilds the whole index.
-            prefix = self._ac_key(name, version, "x")[:-len("x.json")]
-            part.keys = {k[len(prefix):-len(".json")] for k in self._list(prefix) if k.endswith(".json")}
-            part.keys = {k for k in part.keys if _HEX64.fullmatch(k)}
-            if generations and not part.generation:
-                part.generation = max(_generation_number(g.key) for g in generations)
-        return part
+        return part, complete or part.unreadable
 
     def _compact(self, part: _Partition) -> None:
         """Write generation N+1 (keys and the log objects read); one writer wins a generation."""
@@ -640,11 +670,11 @@ class RemoteCache:
         # The next plan here lists it with this ETag and need not download what it just wrote.
         self._copies.save(part.name, part.version, where, str(response.get("ETag", "")),
                           _IndexObject(number, set(part.keys), frozenset(absorbed)))
-        # Log objects the previous generation absorbed are in this one too: readers of either have them.
-        stale = sorted(set(part.logs) & part.absorbed)
-        older = [g for g in self._list(self._index(part.name, part.version, "gen") + "/")
-                 if _generation_number(g) <= number - KEEP_GENERATIONS]
-        self._delete(stale + older)
+        # Every log object read is in this generation now (those the previous one absorbed too): delete
+        # them, so listings stay short. A reader that listed one before and finds it gone lists again
+        # and finds this generation (see _read).
+        older = [g for g in part.generations if _generation_number(g) <= number - KEEP_GENERATIONS]
+        self._delete(sorted(set(part.logs)) + older)
 
 
 def _lease_owner(data: bytes) -> str | None:

@@ -368,6 +368,28 @@ def test_plan_reads_the_index_without_boto3s_client(tmp_path: Path, s3: Counting
     assert missing._client is not None  # the 404 NoSuchBucket went to boto3, which explained it
 
 
+def test_a_reader_racing_a_compaction_lists_again(tmp_path: Path, s3: CountingMotoServer, bucket: str) -> None:
+    """A compaction deletes the log objects it absorbed at once (listings stay short); a reader that
+    listed them just before finds one gone, lists again and reads the new generation instead."""
+    from repogen import s3 as s3_mod
+
+    cache = f"s3://{bucket}/race"
+    config = _fake_matrix(tmp_path, 30)
+    jobs = _seed(tmp_path / "seed", config, s3, cache, logs=3)
+    reader = remote_cache.RemoteCache(s3_mod.parse_url(cache), s3.client())
+    base = reader.location.key("index", NAME, VERSION) + "/"
+    before = reader._list_objects(base)
+    assert len([o for o in before if "/log/" in o.key]) >= 3
+    compactor = remote_cache.RemoteCache(s3_mod.parse_url(cache), s3.client())
+    compactor._compact(compactor._read(NAME, VERSION))
+    after = reader._list_objects(base)
+    assert [o.key for o in after if "/log/" in o.key] == []  # absorbed and deleted
+    s3.reset()
+    part = reader._read(NAME, VERSION, listing=before)
+    assert len(part.keys) == jobs and part.generation == 1 and not part.unreadable
+    assert sum(1 for _, _, query in s3.requests if "list-type=2" in query) == 1  # the second listing
+
+
 def test_signed_reader_takes_only_what_it_can_sign(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from repogen import s3 as s3_mod
 
