@@ -135,14 +135,18 @@ class _LocalCopies:
             data = where.read_bytes()
         except OSError:
             return None
-        first, _, rest = data.partition(b"\n")
-        header_line, _, body = rest.partition(b"\n")
+        # Sliced through a memoryview: the keys (1.3 MB for 20,000) are copied once, into text.
+        view = memoryview(data)
+        first = data.find(b"\n")
+        second = data.find(b"\n", first + 1)
         try:
-            header = json.loads(header_line) if first == self.MAGIC + hashlib.sha256(rest).hexdigest().encode() \
-                else None
+            if first < 0 or data[:first] != self.MAGIC + hashlib.sha256(view[first + 1:]).hexdigest().encode():
+                raise ValueError("digest mismatch")
+            header = json.loads(data[first + 1:second if second >= 0 else len(data)])
             if not isinstance(header, dict) or header.get("key") != obj.key or header.get("etag") != obj.etag:
                 raise ValueError("not this object")
-            keys = set(body.decode("ascii").split("\n")) if body else set()
+            body = str(view[second + 1:], "ascii") if second >= 0 else ""
+            keys = set(body.split("\n")) if body else set()
             return _IndexObject(int(header["generation"]), keys, frozenset(header["absorbed"]))
         except (ValueError, TypeError, KeyError, UnicodeDecodeError):
             log.warning("dropping a damaged local copy of the build cache index: %s", where)
