@@ -515,7 +515,8 @@ def test_piecewise_indexes_after_adds_and_a_removal_work_with_apt(
                 assert (entry["sha256"], int(entry["size"])) == (hashlib.sha256(data).hexdigest(), len(data))
                 assert (binary / "by-hash/SHA256" / entry["sha256"]).read_bytes() == data
 
-    os.symlink(trees[-1], site)  # served: the last generation (tool2 removed)
+    # Served: the generation before the removal, then (as publish swaps the link) the last one.
+    os.symlink(trees[-2], site)
     apt = Apt(tmp_path / "apt", base_url, signed_by=trees[-1] / "deb" / "repogen-archive-keyring.gpg")
     update = apt("update")
     assert update.returncode == 0 and "W:" not in update.stdout + update.stderr, update.stdout + update.stderr
@@ -524,5 +525,13 @@ def test_piecewise_indexes_after_adds_and_a_removal_work_with_apt(
     assert apt.installed() == {"tool3": "1.0", "new2": "1.0", "common": "1.0"}
     assert apt("download", "armtool:arm64").returncode == 0  # (the private dpkg is amd64 only)
     assert list((tmp_path / "apt/target/usr/share/repogen-test").rglob("README"))
+    assert apt("download", "tool2").returncode == 0
+    os.symlink(trees[-1], tmp_path / "next")
+    os.replace(tmp_path / "next", site)
+    update = apt("update")
+    assert update.returncode == 0 and "W:" not in update.stdout + update.stderr, update.stdout + update.stderr
     gone = apt.install("tool2")
     assert gone.returncode != 0 and "tool2" in gone.stdout + gone.stderr
+    again = apt.install("new1")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert apt.installed()["new1"] == "1.0"

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from itertools import compress as compress_by
 from operator import methodcaller
 
+from repogen.errors import PublishError
+
 #: A stanza ends a piece when its package's sha256 (hex) starts with one of these: 1 in 128, so pieces
 #: of ~128 stanzas (~60 KB of Packages), 3 % bigger files than one-piece compression, ~1 ms gzip and
 #: ~3 ms xz for the piece that changed.
@@ -104,14 +106,19 @@ def compress_piece(key: bytes, piece_text: bytes) -> Piece:
     deflater = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15)
     deflate = deflater.compress(piece_text) + deflater.flush(zlib.Z_SYNC_FLUSH)
     stream = lzma.compress(piece_text, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, preset=XZ_PRESET)
-    records, index_size = _xz_index_records(stream)
-    if len(records) != 1 or records[0][1] != len(piece_text):
-        raise ValueError(f"liblzma wrote {len(records)} blocks for one piece")  # not for a 60 KB piece
-    unpadded = records[0][0]
+    try:
+        records, index_size = _xz_index_records(stream)
+    except (ValueError, IndexError, struct.error) as error:
+        records, index_size = [], 0
+        problem = str(error)
+    else:
+        problem = f"{len(records)} blocks"
     block = stream[12:len(stream) - 12 - index_size]
-    if len(block) != _padded(unpadded):
-        raise ValueError("unexpected xz block layout")
-    return Piece(key, piece_text, deflate, block, unpadded)
+    if len(records) != 1 or records[0][1] != len(piece_text) or len(block) != _padded(records[0][0]):
+        # (liblzma writes one block for a small input: never seen otherwise)
+        raise PublishError(f"Packages.xz: liblzma wrote an unexpected stream for one piece "
+                           f"({problem}); cannot put the index together")
+    return Piece(key, piece_text, deflate, block, records[0][0])
 
 
 def gzip_file(pieces: Iterable[Piece], text: bytes) -> bytes:
