@@ -12,22 +12,45 @@ import re
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from repogen import config as config_mod
 from repogen.errors import ConfigErrors, RepogenError
 from repogen.model import Config
 
-# No markup: messages carry make output and config values ("[...]" is data, not style), and lines are
-# never wrapped, so `file:line: field: message` stays one greppable line. Colour comes from Text styles.
-err = Console(stderr=True, highlight=False, markup=False, soft_wrap=True,
-              width=None if sys.stderr.isatty() else 200)
-out = Console(highlight=False, markup=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+if TYPE_CHECKING:  # rich is imported on first use (40 ms): `plan --json` and the like never print through it
+    from rich.console import Console
+    from rich.text import Text
+
+
+class LazyConsole:
+    """A rich Console made on first use; ``.rich`` is the Console itself (for rich's own widgets)."""
+
+    def __init__(self, *, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    @property
+    def rich(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            stream = sys.stderr if self._stderr else sys.stdout
+            # No markup: messages carry make output and config values ("[...]" is data, not style), and
+            # lines are never wrapped, so `file:line: field: message` stays one greppable line. Colour
+            # comes from Text styles.
+            self._console = Console(stderr=self._stderr, highlight=False, markup=False, soft_wrap=True,
+                                    width=None if stream.isatty() else 200)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.rich, name)
+
+
+err = LazyConsole(stderr=True)
+out = LazyConsole(stderr=False)
 
 
 def emit_json(data: Any) -> None:
@@ -45,10 +68,14 @@ def emit_json(data: Any) -> None:
 
 
 def styled(*parts: str | tuple[str, str]) -> Text:
+    from rich.text import Text
+
     return Text.assemble(*parts)
 
 
 def cells(*values: object) -> list[Text]:
+    from rich.text import Text
+
     return [v if isinstance(v, Text) else Text(str(v)) for v in values]
 
 HOME_ENV = "REPOGEN_HOME"
@@ -321,6 +348,9 @@ def plan(ctx: Ctx, only: tuple[str, ...], shard: str | None, changed_since: str 
         return
     if todo:
         boots = _boot_summaries(ctx, [p.job for p in todo[:200]])
+        from rich.table import Table
+        from rich.text import Text
+
         table = Table("state", "driver", "version", "kind", "kernel", "toolchain", "boot", "detail", box=None)
         for p in todo[:200]:
             detail = Text(_first_line(p.error), style="red") if p.state == "failed" and p.error else Text("")
@@ -416,7 +446,7 @@ def build(ctx: Ctx, only: tuple[str, ...], shard: str | None, changed_since: str
             out.print(message)
         return
     progress = Progress(TextColumn("[bold]building"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("{task.description}"), console=err, transient=False)
+                        TextColumn("{task.description}"), console=err.rich, transient=False)
 
     def done(result: Result) -> None:
         progress.advance(task)
@@ -457,6 +487,9 @@ def build(ctx: Ctx, only: tuple[str, ...], shard: str | None, changed_since: str
                         for r in results]})
     else:
         columns = ["status", "driver", "version", "kind", "kernel", "seconds", "why / error"]
+        from rich.table import Table
+        from rich.text import Text
+
         table = Table(*columns, *(["log"] if show_logs else []), box=None)
         for r in results:
             if r.status == "up-to-date" and len(results) > 50:
@@ -601,7 +634,7 @@ def _boot_run(ctx: Ctx, jobs: list[Any], parallel: int, timeout: float, recheck:
         return []
     checker = BootChecker(ctx.home, timeout=timeout, recheck=recheck)
     progress = Progress(TextColumn("[bold]boot check"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("{task.description}"), console=err, transient=False, disable=quiet)
+                        TextColumn("{task.description}"), console=err.rich, transient=False, disable=quiet)
 
     def done(target: Any, result: Any) -> None:
         progress.advance(task)
@@ -881,7 +914,7 @@ class LineProgress:
 
     def __init__(self, title: str, console: Console | None = None) -> None:
         self.title = title
-        self.console = console or err
+        self.console = console or err.rich
         self.started = 0.0
         self.current: str | None = None
         self.lines = 0
@@ -955,7 +988,7 @@ def upload(target: str, site: Path, endpoint_url: str | None, distribution: str 
 
     where = _s3_target(target)
     client = s3.client(endpoint_url)
-    progress = Progress(TextColumn("[bold]uploading"), BarColumn(), MofNCompleteColumn(), console=err,
+    progress = Progress(TextColumn("[bold]uploading"), BarColumn(), MofNCompleteColumn(), console=err.rich,
                         transient=True, disable=as_json or not err.is_terminal)
     task = progress.add_task("", total=None)
 
@@ -1012,6 +1045,9 @@ def images_list(ctx: Ctx, as_json: bool) -> None:
     if as_json:
         emit_json(rows)
         return
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table("toolchain", "suite", "gcc", "clang", "image", "id", box=None)
     for r in rows:
         state = (Text(r["id"][:19]) if r["id"] else
@@ -1166,6 +1202,8 @@ def gc(ctx: Ctx, target: str | None, site: Path, dry_run: bool, keep_generations
                    "paths": [str(r.path) for r in report.removals]})
         return
     if kinds:
+        from rich.table import Table
+
         table = Table("kind", "count", "size", box=None)
         for what, (count, size) in sorted(kinds.items()):
             table.add_row(*cells(what, count, _size(size)))
@@ -1191,6 +1229,9 @@ def generations(ctx: Ctx, site: Path, as_json: bool) -> None:
     if not found:
         out.print(f"{site}: no published generation")
         return
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table("", "generation", "created", "artifacts", "deb", "rpm", "signed", box=None)
     for g in found:
         created = Text(str(g.as_json()["created"]))
@@ -1253,6 +1294,8 @@ def packages_list(ctx: Ctx, site: Path, as_json: bool) -> None:
     if not found:
         out.print(f"{site}: no packages published")
         return
+    from rich.table import Table
+
     table = Table("repo", "name", "version", "arch", "size", "path", box=None)
     for p in found:
         table.add_row(*cells(p.kind, p.name, p.version, p.arch, _size(p.size), p.path))

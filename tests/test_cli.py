@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -73,17 +74,18 @@ def test_validate_json_and_plan_json(tmp_path: Path, mirror) -> None:
 
 def _small_matrix(tmp_path: Path) -> Path:
     kernels = [{"target": "debian", "kernelrelease": f"6.1.{n}-1-amd64", "kernelversion": "1", "architecture": "x86_64",
-                "headers": [{"url": f"http://127.0.0.1:9/linux-headers-6.1.{n}.deb", "sha256": f"{n:064x}"}]}
+                "headers": [{"url": f"http://127.0.0.1:9/linux-headers-6.1.{n}.deb",
+                             "sha256": hashlib.sha256(str(n).encode()).hexdigest()}]}
                for n in range(3)]
     return write_config(tmp_path, [driver_yaml("hello_repogen", "0.1.0", HELLO_KBUILD, "kbuild")], kernels)
 
 
 # What a no-op `plan --json` must not pay for at start-up (it reads the database, nothing else).
 HEAVY = ("urllib3", "elftools", "docker", "boto3", "botocore", "jinja2", "debian", "dask", "distributed",
-         "createrepo_c", "requests")
+         "createrepo_c", "requests", "rich", "yaml")
 
 
-def test_plan_json_loads_no_network_docker_or_elf_library(tmp_path: Path) -> None:
+def test_plan_json_loads_no_network_docker_elf_yaml_or_rich_library(tmp_path: Path) -> None:
     from repogen.home import Home
 
     config = _small_matrix(tmp_path)
