@@ -175,6 +175,29 @@ def test_job_key_covers_every_input() -> None:
     assert base not in others and len(others) == 4
 
 
+def test_paused_gc_restores_the_collector_as_it_was() -> None:
+    import gc
+
+    from repogen.bulk import paused_gc
+
+    @paused_gc()
+    def inside() -> bool:
+        return gc.isenabled()
+
+    assert gc.isenabled()
+    with pytest.raises(ValueError), paused_gc():
+        assert not gc.isenabled()
+        raise ValueError
+    assert gc.isenabled() and not inside() and gc.isenabled()
+    gc.disable()
+    try:
+        with paused_gc():
+            pass
+        assert not gc.isenabled(), "a collector paused by the caller stays paused"
+    finally:
+        gc.enable()
+
+
 def test_home_makes_each_cache_once_on_first_use(tmp_path: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 

@@ -52,6 +52,7 @@ class KernelName:
 
 
 _HASH_NUMBER = re.compile(r"#(\d+)")
+_DIGITS = re.compile(r"\d+")
 
 
 class Distro:
@@ -112,7 +113,7 @@ class Distro:
         if kernel.target in cls.aliases:
             problems.append(f"no Falco client requests target {kernel.target!r}; "
                             f"hosts with this distribution ask for {cls.aliases[kernel.target]!r}")
-        if not re.fullmatch(r"\d+", kernel.kernelversion):
+        if not _DIGITS.fullmatch(kernel.kernelversion):
             problems.append(f"kernelversion {kernel.kernelversion!r} is not what clients request "
                             f"({cls.kernelversion_hint})")
         return problems

@@ -23,10 +23,12 @@ if TYPE_CHECKING:
 
 FLAVOUR = re.compile(r"-([a-zA-Z]+)(-.*)?$")
 HEADERS_PACKAGE = re.compile(r"linux-headers-(\d+\.\d+\.\d+-\d+)-([a-z][a-z0-9-]*)")
+_VERSION_PREFIX = re.compile(r"^\d+(\.\d+){0,2}")
+_KERNELVERSION = re.compile(r"\d+(~[0-9.]+)?")
 
 
 def flavour_of(uname_release: str) -> str:
-    m = FLAVOUR.search(re.sub(r"^\d+(\.\d+){0,2}", "", uname_release))
+    m = FLAVOUR.search(_VERSION_PREFIX.sub("", uname_release))
     return m.group(1) if m else "generic"
 
 
@@ -56,7 +58,7 @@ class Ubuntu(Debian, name="ubuntu"):
         if kernel.target != expected:
             problems.append(f"a host running {kernel.kernelrelease} requests target {expected!r}, "
                             f"not {kernel.target!r}")
-        if not re.fullmatch(r"\d+(~[0-9.]+)?", kernel.kernelversion):
+        if not _KERNELVERSION.fullmatch(kernel.kernelversion):
             problems.append(f"kernelversion {kernel.kernelversion!r} is not what clients request "
                             f"({cls.kernelversion_hint})")
         return problems

@@ -7,15 +7,13 @@ so clients in the middle of an update never see a 404.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from repogen.bulk import paused_gc
 from repogen.errors import PublishError
 from repogen.repos.apt import publish_apt
 from repogen.repos.pkgcache import PackageCache
@@ -101,7 +99,7 @@ def publish_repositories(
     report = RepoReport(signed=signer is not None, fingerprint=signer.fingerprint if signer else None)
     cache = PackageCache(Path(cache_dir))
     try:
-        with _paused_gc():
+        with paused_gc():
             _publish_each(report, out_dir, previous_dir, debs, rpms, signer, cache, options, now, shared_pool)
     finally:
         cache.close()
@@ -125,17 +123,3 @@ def _publish_each(report: RepoReport, out_dir: Path, previous_dir: Path | None, 
         stats = publish(out_dir / kind, previous, inputs, signer, cache, options, now,
                         shared_pool / kind if shared_pool is not None else None)
         setattr(report, kind, stats)
-
-
-@contextlib.contextmanager
-def _paused_gc() -> Iterator[None]:
-    """The cyclic garbage collector paused: a publish makes tens of thousands of small objects
-    (records, pool entries, tuples), and no cycles, and each collection would walk all of them again
-    (10-15% of an add-one publish to a 10,000-package repository)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
