@@ -15,8 +15,8 @@ together from the pieces:
 
 Both are single-member, single-stream files: apt's own decoders (zlib's ``gzread``; liblzma with
 ``lzma_auto_decoder(..., 0)``, which stops at the end of the first stream) read them as they read any
-gzip or xz file. Concatenated gzip members would be read by zlib, but concatenated xz streams would be
-silently cut after the first one by apt: this module never writes those.
+gzip or xz file. Concatenated gzip members would be read by zlib, but of concatenated xz streams apt
+reads only the first (and then fails its hash check: tried with apt 2.6): this module never writes those.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from repogen.errors import PublishError
 #: of ~128 stanzas (~60 KB of Packages), 3 % bigger files than one-piece compression, ~1 ms gzip and
 #: ~3 ms xz for the piece that changed.
 PIECE_ENDS = ("00", "01")
-#: A run of more stanzas than this without such an end (1 in 100 at this size) is cut where a sha256
+#: A run of more stanzas than this without such an end (rare: 2 % of runs) is cut where a sha256
 #: starts with ``MINOR_PIECE_ENDS`` (1 in 16), still by content; and at this size if even that fails.
 MAX_PIECE_STANZAS = 512
 MINOR_PIECE_ENDS = "0"
