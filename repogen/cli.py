@@ -91,6 +91,8 @@ class Ctx:
         self.home_option = home_option
         #: Read-only commands (validate, plan, lists) never create the state directory.
         self.readonly = False
+        #: Set by a command that built a big heap and has nothing left to close: see _exit_now.
+        self.exit_at_once = False
         self._home: Any = None
 
     @property
@@ -327,6 +329,7 @@ def plan(ctx: Ctx, only: tuple[str, ...], shard: str | None, changed_since: str 
                  "build_key": p.key, "reason": p.reason, "error": p.error, "boot": _boot_field(boots, p.job.job_id)}
                 for p in todo]
         emit_json({"counts": dict(counts), "total": len(planned), "jobs": rows})
+        ctx.exit_at_once = True
         return
     if todo:
         boots = _boot_summaries(ctx, [p.job for p in todo[:200]])
@@ -361,6 +364,7 @@ def plan(ctx: Ctx, only: tuple[str, ...], shard: str | None, changed_since: str 
         reasons = Counter(p.reason for p in planned if p.reason)
         for reason, count in reasons.most_common(10):
             out.print(f"  {count} x {reason}")
+    ctx.exit_at_once = True
 
 
 @cli.command()
@@ -1348,9 +1352,23 @@ def _crash_log() -> Path:
 _accept_global_options(cli)
 
 
+def _exit_now() -> None:
+    """Exit without tearing the interpreter down: freeing a 40,000-job plan's million objects one by one
+    is a tenth of the run and does nothing the kernel does not do when the process ends. Only after a
+    command that wrote everything it writes (output flushed here; the database commits as it goes)."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # a closed pipe: nothing more to say
+        os._exit(1)
+    os._exit(0)
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)
+        if _current is not None and _current.exit_at_once:
+            _exit_now()
     except click.exceptions.Abort:
         err.print("aborted")
         sys.exit(130)
