@@ -162,7 +162,8 @@ class SignedReader:
     def list(self, bucket: str, prefix: str, *, max_pages: int = 100) -> list[ObjectInfo]:
         """Every object under ``prefix`` (a page per 1,000 objects, at most ``max_pages`` pages)."""
         import xml.etree.ElementTree as ElementTree
-        from urllib.parse import unquote
+
+        from botocore.compat import unquote_str  # how botocore decodes encoding-type=url keys
 
         found: list[ObjectInfo] = []
         query = {"list-type": "2", "prefix": prefix, "encoding-type": "url"}
@@ -173,7 +174,7 @@ class SignedReader:
             try:
                 root = ElementTree.fromstring(response.content)
                 for item in root.iter(f"{_S3_XML}Contents"):
-                    found.append(ObjectInfo(unquote(item.findtext(f"{_S3_XML}Key") or ""),
+                    found.append(ObjectInfo(unquote_str(item.findtext(f"{_S3_XML}Key") or ""),
                                             item.findtext(f"{_S3_XML}ETag") or "",
                                             int(item.findtext(f"{_S3_XML}Size") or -1)))
             except (ElementTree.ParseError, ValueError) as exc:

@@ -362,6 +362,22 @@ def test_plan_reads_the_index_without_boto3s_client(tmp_path: Path, s3: Counting
     assert reader._client is None and reader._reader is not None  # no boto3 client was made
     assert len(list((tmp_path / "copies").iterdir())) == 2  # the two log objects, parsed
 
+    # Keys as S3 spells them in a listing (encoding-type=url) and as a GET names them: the same as boto3's.
+    client = s3.client()
+    odd = ["lean/odd/a b+c.json", "lean/odd/%41~é.json", "lean/odd/x&y=z?.json"]
+    for key in odd:
+        client.put_object(Bucket=bucket, Key=key, Body=key.encode())
+    signed = s3_mod.SignedReader.create()
+    assert signed is not None
+    listed = signed.list(bucket, "lean/odd/")
+    assert sorted(o.key for o in listed) == sorted(odd)
+    assert {o.key: o.etag for o in listed} == {o["Key"]: o["ETag"] for o in client.list_objects_v2(
+        Bucket=bucket, Prefix="lean/odd/")["Contents"]}
+    for key in odd:
+        got = signed.get(bucket, key)
+        assert got is not None and got[0] == key.encode()
+    assert signed.get(bucket, "lean/odd/none") is None
+
     missing = remote_cache.RemoteCache(s3_mod.parse_url("s3://no-such-bucket-here/x"))
     with pytest.raises(s3_mod.S3Error, match="the bucket does not exist"):
         missing.built_keys({(NAME, VERSION)})
