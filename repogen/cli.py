@@ -123,7 +123,7 @@ class Ctx:
         # A read-only command never creates the home; in one that exists, the validated-config cache
         # (a cache, not state) is kept fresh so the next no-op plan is fast.
         if self.readonly and not self.home_path.is_dir():
-            return config_mod.parse(self.config_path)
+            return config_mod.parse(self.config_path, naming_rules=False)  # (validate reports them)
         return config_mod.load(self.config_path, self.home_path.absolute() / "cache" / "config")
 
 

@@ -164,7 +164,8 @@ class Config:
     limits: BuildLimits = field(default_factory=BuildLimits)
     packages: PackagesConfig = field(default_factory=PackagesConfig)
     signing: SigningConfig = field(default_factory=SigningConfig)
-    #: Entries that parse but break their distribution's naming rule (``file:line: field: message``).
+    #: Entries that parse but break their distribution's naming rule (``file:line: field: message``):
+    #: checked by ``config.parse`` (what `validate` runs), not by ``config.load``.
     warnings: tuple[str, ...] = ()
     #: The ``mirrors:`` map of the main file, and the default mirrors the entries used (name, URL).
     mirrors: tuple[tuple[str, str], ...] = ()

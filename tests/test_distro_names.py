@@ -107,6 +107,11 @@ def test_rhel_and_ol_are_targets_redhat_and_oracle_warn(tmp_path: Path) -> None:
     assert "requests target 'redhat'" in config.warnings[0] and "'rhel'" in config.warnings[0]
     assert f"{path}:10:" in config.warnings[0] or f"{path}:" in config.warnings[0]
     assert "'ol'" in config.warnings[1]
+    # load (every other command, plan's cold parse) does not check the rules; the rest is the same.
+    import dataclasses
+
+    for cache in (None, tmp_path / "cache", tmp_path / "cache"):  # no cache, written, read back
+        assert config_mod.load(path, cache) == dataclasses.replace(config, warnings=())
 
 
 def test_validate_warns_where_an_entry_breaks_its_rule(tmp_path: Path) -> None:
