@@ -265,15 +265,20 @@ def test_publish_rollback_and_gc_of_one_site_wait_for_each_other_from_any_home(t
         "gc": ["gc", "--site", str(site), "--json"],
     }
     for name, args in commands.items():
-        with site_lock(site, "testing"):
+        errors = tmp_path / f"{name}.err"
+        with site_lock(site, "testing"), errors.open("w") as err_file:
             proc = subprocess.Popen([sys.executable, "-m", "repogen", "-c", str(other / "kernels.yaml"), *args],
-                                    cwd=other, env=base, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            time.sleep(3)
-            assert proc.poll() is None, (name, proc.communicate())  # waiting, not failing or done
+                                    cwd=other, env=base, stdout=subprocess.PIPE, stderr=err_file, text=True)
+            deadline = time.monotonic() + 120  # a busy machine may take a while to start it
+            while "waiting for pid" not in errors.read_text() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert proc.poll() is None, (name, errors.read_text())  # waiting, not failing or done
+            assert f"waiting for pid {os.getpid()}" in errors.read_text(), (name, errors.read_text())
+            time.sleep(1)
+            assert proc.poll() is None  # still waiting
             assert site.resolve() == Path(second["path"]) if name == "rollback" else True
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, (name, err)
-        assert "waiting for pid" in err and str(os.getpid()) in err, (name, err)
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, (name, errors.read_text())
         if name == "rollback":
             assert json.loads(out)["live"]["name"] == first["name"]
             assert site.resolve() == Path(first["path"])
