@@ -315,9 +315,11 @@ def plan(ctx: Ctx, only: tuple[str, ...], shard: str | None, changed_since: str 
 
     config = ctx.config()
     jobs = _select(config, only, shard, changed_since, ctx.config_path)
-    ids = {} if check_images else ctx.home.store.toolchain_ids()
+    ids: dict[str, str] | None = {} if check_images else ctx.home.store.toolchain_ids()
     if not ids:
-        _, _, ids = _image_ids(ctx, required=False)
+        _, found, ids = _image_ids(ctx, required=False)
+        if found is None:
+            ids = None  # Docker could not be asked: said below
     remote = _remote_cache(ctx, config, cache_url, check=False)  # reading the index says what is wrong
     remote_keys = remote.built_keys({(j.driver.name, j.driver.version) for j in jobs}) if remote else set()
     planned = make_plan(ctx.home, jobs, ids or {}, remote_keys)
