@@ -213,6 +213,7 @@ class RemoteCache:
         self._pending: dict[tuple[str, str], list[str]] = {}
         self._pending_count = 0
         self._oldest_pending = 0.0
+        self._logged: set[tuple[str, str]] = set()  # driver versions this run wrote log objects for
 
     @classmethod
     def from_url(cls, url: str, *, warn: Callable[[str], None] | None = None,
@@ -521,6 +522,7 @@ class RemoteCache:
         """Write one log object per driver version with the keys queued since the last flush."""
         with self._lock:
             pending, self._pending, self._pending_count = self._pending, {}, 0
+            self._logged |= pending.keys()
         for (name, version), keys in pending.items():
             body = json.dumps({"format": FORMAT, "keys": sorted(set(keys))}).encode()
             where = self._index(name, version, "log", f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.json")
@@ -534,9 +536,11 @@ class RemoteCache:
                            f"{_short(exc)}")
 
     def close(self) -> None:
-        """Flush the log, then compact each driver version whose log has grown long."""
-        touched = set(self._pending)
+        """Flush the log, then compact each driver version whose log has grown long (every version this
+        run logged, flushed now or earlier in the run)."""
         self.flush()
+        with self._lock:
+            touched, self._logged = self._logged, set()
         for name, version in sorted(touched):
             try:
                 part = self._read(name, version)

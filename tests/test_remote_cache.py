@@ -231,8 +231,9 @@ def _fake_matrix(tmp_path: Path, kernels: int) -> Path:
     return write_config(tmp_path, [driver_yaml(NAME, VERSION, HELLO_KBUILD, "kbuild")], entries)
 
 
-def _seed(home: Path, config: Path, s3: CountingMotoServer, cache: str, logs: int) -> int:
-    """Put every job of the matrix in the cache's index, spread over ``logs`` log objects."""
+def _seed(home: Path, config: Path, s3: CountingMotoServer, cache: str, logs: int, *, close: bool = False) -> int:
+    """Put every job of the matrix in the cache's index, spread over ``logs`` log objects (then, with
+    ``close``, end as a build ends)."""
     from repogen import config as config_mod
     from repogen import images
     from repogen import s3 as s3_mod
@@ -252,7 +253,24 @@ def _seed(home: Path, config: Path, s3: CountingMotoServer, cache: str, logs: in
         if (i + 1) % max(1, len(planned) // logs) == 0:
             cache_obj.flush()
     cache_obj.flush()
+    if close:
+        cache_obj.close()
     return len(planned)
+
+
+def test_a_long_run_compacts_the_log_it_wrote_in_batches(
+        tmp_path: Path, s3: CountingMotoServer, bucket: str) -> None:
+    """A build that flushed its log many times during the run (every LOG_BATCH results) still compacts
+    it when it closes, so the next reader lists one generation, not dozens of log objects."""
+    cache = f"s3://{bucket}/p"
+    jobs = _seed(tmp_path / "home", _fake_matrix(tmp_path, 200), s3, cache,
+                 logs=remote_cache.COMPACT_AFTER + 8, close=True)
+    index = _objects(s3, bucket, "p/index/")
+    assert [k for k in index if "/gen/" in k] and not [k for k in index if "/log/" in k], sorted(index)
+    from repogen import s3 as s3_mod
+
+    reader = remote_cache.RemoteCache(s3_mod.parse_url(cache), s3.client())
+    assert len(reader.built_keys({(NAME, VERSION)})) == jobs
 
 
 def test_plan_answers_from_the_cache_in_a_few_requests(
