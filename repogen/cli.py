@@ -228,9 +228,7 @@ def _image_ids(ctx: Ctx, required: bool) -> tuple[Any, dict[str, str] | None, di
         if required:
             raise
         return None, None, {}
-    ids = images.resolve_ids(client)
-    toolchain_ids = images.toolchain_ids(client, ids)
-    ctx.home.store.record_images(ids, toolchain_ids)
+    ids, toolchain_ids = images.record(client, ctx.home.store)
     return client, ids, toolchain_ids
 
 
@@ -1085,8 +1083,7 @@ def images_build(ctx: Ctx, toolchains: tuple[str, ...], build_all: bool, force: 
             else:
                 image = images_mod.ensure(client, chain, logs, mirror=mirror, on_line=progress)
         out.print(f"{name}: built ({image[:19]}, log {logs / f'{name}.log'})")
-    ids = images_mod.resolve_ids(client)
-    ctx.home.store.record_images(ids, images_mod.toolchain_ids(client, ids))
+    images_mod.record(client, ctx.home.store)
 
 
 @images.command("bootstrap")

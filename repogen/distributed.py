@@ -56,9 +56,7 @@ def _worker_builder(run_id: str, config: Config, remote: RemoteCache) -> Builder
         if home is None:
             home = _homes[str(path)] = Home(path)
         client = container.connect()
-        ids = images.resolve_ids(client)
-        toolchain_ids = images.toolchain_ids(client, ids)
-        home.store.record_images(ids, toolchain_ids)
+        ids, toolchain_ids = images.record(client, home.store)
         builder = Builder(home, config, client, image_ids=ids, toolchain_ids=toolchain_ids, remote=remote)
         builder.log_pushes = False  # the client writes the index log: it sees every result
         builder.lease_owner = f"dask-run-{run_id}"  # a job retried after a lost worker takes its lease over

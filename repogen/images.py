@@ -28,6 +28,8 @@ from repogen.proc import OnLine, run_logged
 if TYPE_CHECKING:  # the Docker SDK is imported where it is used: `plan` and `validate` never load it
     import docker
 
+    from repogen.store import Store
+
 BASE_REPOSITORY = "repogen/base"
 BUILDER_REPOSITORY = "repogen/builder"
 #: A second tag on each builder image, naming its toolchain id, so it is computed once per image.
@@ -200,6 +202,15 @@ def toolchain_ids(client: docker.DockerClient, ids: dict[str, str]) -> dict[str,
         image.tag(TOOLCHAIN_REPOSITORY, f"{name}-{found.removeprefix('sha256:')}")
         out[name] = found
     return out
+
+
+def record(client: docker.DockerClient, store: Store) -> tuple[dict[str, str], dict[str, str]]:
+    """The builder images present (toolchain name -> image id) and their toolchain ids, recorded in
+    ``store`` so that `plan` needs no Docker engine."""
+    ids = resolve_ids(client)
+    found = toolchain_ids(client, ids)
+    store.record_images(ids, found)
+    return ids, found
 
 
 def build(client: docker.DockerClient, chain: Toolchain, log_path: Path,
