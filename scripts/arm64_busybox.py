@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -22,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from debian_archive import AptArchive
+from debian_archive import AptArchive, deb_member
 
 from repogen.boot import AARCH64_BUSYBOX, busybox_for
 from repogen.errors import RepogenError
@@ -35,14 +33,8 @@ def install(dest: Path, apt_dir: Path) -> Path:
     if not versions:
         raise SystemExit("the mirror has no busybox-static for arm64")
     with tempfile.TemporaryDirectory(prefix="repogen-busybox-") as tmp:
-        (deb,) = archive.download([f"busybox-static:arm64={versions[0]}"], Path(tmp) / "debs")
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(Path(tmp) / "root")], check=True, timeout=120)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        staging = dest.with_name(dest.name + ".tmp")
-        shutil.copyfile(Path(tmp) / "root" / "bin" / "busybox", staging)
-        staging.chmod(0o755)
-        os.replace(staging, dest)
-    return dest
+        (deb,) = archive.download([f"busybox-static:arm64={versions[0]}"], Path(tmp))
+        return deb_member(deb, "./bin/busybox", dest)
 
 
 def main() -> int:

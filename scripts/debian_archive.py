@@ -64,6 +64,22 @@ def apt_download(command: list[str], dest: Path) -> None:
             shutil.move(str(path), dest / path.name)
 
 
+def deb_member(deb: Path, member: str, dest: Path) -> Path:
+    """One file of a .deb's data (``./bin/busybox``), written to ``dest`` as an executable: whole or not
+    at all (a temporary file renamed)."""
+    from debian import debfile
+
+    data = debfile.DebFile(str(deb)).data.tgz().extractfile(member)
+    if data is None:
+        raise SystemExit(f"{deb.name} has no file {member}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = dest.with_name(dest.name + ".tmp")
+    staging.write_bytes(data.read())
+    staging.chmod(0o755)
+    os.replace(staging, dest)
+    return dest
+
+
 class AptArchive:
     """apt-get/apt-cache with a sources list and state of their own."""
 

@@ -145,8 +145,7 @@ def legacy_bpftool() -> Path:
     """Debian 11's bpftool (libbpf 0.3, which still reads the legacy maps section Falco's probe uses),
     fetched with a private apt configuration over the machine's own mirror."""
     sys.path.insert(0, str(ROOT / "scripts"))
-    from debian import debfile
-    from debian_archive import AptArchive
+    from debian_archive import AptArchive, deb_member
 
     archive = AptArchive(CACHE / "apt-bullseye", suites=["bullseye"], architectures=["amd64"])
     archive.update()
@@ -154,27 +153,8 @@ def legacy_bpftool() -> Path:
     tool = CACHE / f"bpftool-{version}" / "bpftool"
     if not tool.is_file():
         deb = archive.download([f"bpftool:amd64={version}"], CACHE / "bullseye-debs")[0]
-        data = debfile.DebFile(str(deb)).data.tgz()
-        member = data.extractfile("./usr/sbin/bpftool")
-        assert member is not None
-        tool.parent.mkdir(parents=True, exist_ok=True)
-        tool.with_suffix(".tmp").write_bytes(member.read())
-        tool.with_suffix(".tmp").chmod(0o755)
-        tool.with_suffix(".tmp").rename(tool)
+        deb_member(deb, "./usr/sbin/bpftool", tool)
     return tool
-
-
-def _deb_member(deb: Path, member: str, dest: Path) -> Path:
-    from debian import debfile
-
-    if not dest.is_file():
-        data = debfile.DebFile(str(deb)).data.tgz().extractfile(member)
-        assert data is not None
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.with_suffix(".tmp").write_bytes(data.read())
-        dest.with_suffix(".tmp").chmod(0o755)
-        dest.with_suffix(".tmp").rename(dest)
-    return dest
 
 
 @pytest.mark.slow
@@ -183,7 +163,7 @@ def test_debian_arm64_kernel_boots_and_refuses_a_broken_module(tmp_path: Path, m
     """aarch64: Debian's arm64 kernel under qemu-system-aarch64 (TCG, virt), with Debian's arm64
     busybox-static, both fetched with a private apt configuration."""
     sys.path.insert(0, str(ROOT / "scripts"))
-    from debian_archive import AptArchive
+    from debian_archive import AptArchive, deb_member
 
     from repogen.boot import KernelImageCache, boot, busybox_for
     from repogen.fetch import Download
@@ -197,7 +177,9 @@ def test_debian_arm64_kernel_boots_and_refuses_a_broken_module(tmp_path: Path, m
     busybox_deb, image_deb = archive.download(
         [f"busybox-static:arm64={archive.versions('busybox-static:arm64')[0][0]}",
          f"{newest}:arm64={archive.versions(f'{newest}:arm64')[0][0]}"], debs)
-    busybox = _deb_member(busybox_deb, "./bin/busybox", debs / "busybox-arm64")
+    busybox = debs / "busybox-arm64"
+    if not busybox.is_file():
+        deb_member(busybox_deb, "./bin/busybox", busybox)
     monkeypatch.setenv("REPOGEN_BUSYBOX_AARCH64", str(busybox))
     data = busybox_for("aarch64")
     assert data is not None and data == busybox.read_bytes()
