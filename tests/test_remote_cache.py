@@ -62,17 +62,24 @@ def _site_drivers(site: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.docker
-@pytest.mark.timeout(900)
-def test_second_home_builds_nothing_and_publishes_the_same_artifacts(
-        tmp_path: Path, mirror: Any, builder_image: str, s3: CountingMotoServer, bucket: str) -> None:
-    cache = f"s3://{bucket}/team/cache"
+def _first_home_builds(tmp_path: Path, mirror: Any, s3: CountingMotoServer, cache: str) -> tuple[Path, Repogen, Any]:
+    """A matrix (hello-kbuild, kmod + ebpf, one real kernel) naming ``cache``, built by a first home: the
+    config, that home, and its build's result (both jobs built)."""
     config = write_config(tmp_path, [driver_yaml(NAME, VERSION, HELLO_KBUILD, "kbuild")], mirror.kernels[:1],
                           extra=f"cache: {cache}\n")
     first = Repogen(tmp_path / "first", config)
     built = _run(first, s3, "build", "-j", "2", "--json")
     assert built.code == 0, built.err
-    assert built.json["built"] == 2 and built.json["cached"] == 0
+    assert built.json["built"] == 2
+    return config, first, built
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(900)
+def test_second_home_builds_nothing_and_publishes_the_same_artifacts(
+        tmp_path: Path, mirror: Any, builder_image: str, s3: CountingMotoServer, bucket: str) -> None:
+    config, first, built = _first_home_builds(tmp_path, mirror, s3, f"s3://{bucket}/team/cache")
+    assert built.json["cached"] == 0
 
     # Bazel's layout: every artifact in the content-addressed store under its own sha256, and an
     # action-cache entry per build key naming it.
@@ -127,13 +134,7 @@ def test_a_machine_with_its_own_builder_image_shares_the_cache(
     a machine whose gcc12 image has another id but the same packages builds nothing."""
     from repogen import images
 
-    cache = f"s3://{bucket}/team/cache"
-    config = write_config(tmp_path, [driver_yaml(NAME, VERSION, HELLO_KBUILD, "kbuild")], mirror.kernels[:1],
-                          extra=f"cache: {cache}\n")
-    first = Repogen(tmp_path / "first", config)
-    built = _run(first, s3, "build", "-j", "2", "--json")
-    assert built.code == 0, built.err
-    assert built.json["built"] == 2
+    config, _, _ = _first_home_builds(tmp_path, mirror, s3, f"s3://{bucket}/team/cache")
 
     chain = images.toolchains()["gcc12"]
     tag = images.content_tag(chain, images.base_ids(docker_client)[chain.suite])
