@@ -252,13 +252,16 @@ class KernelImageCache:
 # -- the initramfs ----------------------------------------------------------------------------------
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
-INIT = """#!/bin/busybox sh
+#: What both /init scripts start with: busybox's applets, and the kernel's proc, sys and dev.
+_INIT_START = """#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-echo "@@repogen uname $(uname -r)"
+"""
+
+INIT = _INIT_START + """echo "@@repogen uname $(uname -r)"
 dmesg -c >/dev/null
 echo "@@repogen insmod"
 if insmod /{name}.ko 2>/tmp/insmod.err; then echo "@@repogen insmod-ok"
@@ -301,13 +304,7 @@ class Cpio:
         return b"".join(self.parts)
 
 
-PROBE_INIT = """#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-mkdir -p /sys/fs/bpf /tmp
+PROBE_INIT = _INIT_START + """mkdir -p /sys/fs/bpf /tmp
 mount -t bpf bpf /sys/fs/bpf
 echo "@@repogen uname $(uname -r)"
 echo "@@repogen insmod"
