@@ -185,6 +185,10 @@ def warn(message: str) -> None:
     err.print(styled(("warning:", "yellow"), f" {message}"))
 
 
+def note(message: str) -> None:
+    err.print(styled(("note:", "yellow"), f" {message}"))
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
 @pass_ctx
@@ -414,8 +418,7 @@ def build(ctx: Ctx, only: tuple[str, ...], shard: str | None, changed_since: str
     client, ids, toolchain_ids = _image_ids(ctx, required=not dask_scheduler)
     planned = make_plan(ctx.home, selected, toolchain_ids)
     builder = Builder(ctx.home, config, client, image_ids=ids or {}, toolchain_ids=toolchain_ids,
-                      keep_work=keep_work, remote=remote,
-                      on_event=lambda message: err.print(styled(("note:", "yellow"), f" {message}")))
+                      keep_work=keep_work, remote=remote, on_event=note)
     work, forced = select_work(planned, rebuild_selectors)
     todo = len(work)
     if todo and not as_json:
@@ -759,7 +762,7 @@ def _run_publish(ctx: Ctx, site: Path, debs: tuple[str, ...], rpms: tuple[str, .
     remote = _remote_cache(ctx, config, cache_url)
     if remote is not None and not ctx.home.store.toolchain_ids():
         _image_ids(ctx, required=False)  # build keys of what was built elsewhere need the toolchain ids
-    locks.notify_waits(lambda message: err.print(styled(("note:", "yellow"), f" {message}")))
+    locks.notify_waits(note)
     with err.status("publishing"):
         report = do_publish(ctx.home, config, site, signer=signer, debs=deb_files, rpms=rpm_files,
                             repo_options=options, require_boot=require_boot, remote=remote, adopt=adopt)
@@ -1177,7 +1180,7 @@ def gc(ctx: Ctx, target: str | None, site: Path, dry_run: bool, keep_generations
     else:
         from repogen import locks
 
-        locks.notify_waits(lambda message: err.print(styled(("note:", "yellow"), f" {message}")))
+        locks.notify_waits(note)
         report = gc_mod.collect(ctx.home, config, site if (site.exists() or site.is_symlink()) else None,
                                 dry_run=dry_run, keep_generations=keep_generations)
     kinds = report.by_kind()
@@ -1235,7 +1238,7 @@ def rollback(ctx: Ctx, generation: str | None, site: Path, as_json: bool) -> Non
     from repogen import locks
     from repogen.generations import rollback as do_rollback
 
-    locks.notify_waits(lambda message: err.print(styled(("note:", "yellow"), f" {message}")))
+    locks.notify_waits(note)
     target, previous = do_rollback(site, generation)
     if as_json:
         emit_json({"live": target.as_json(), "previous": previous.as_json() if previous else None})
